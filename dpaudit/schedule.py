@@ -70,8 +70,7 @@ class Schedule:
             )
         validation.array_in("sigma", self.sigmas, kind="positive")
         validation.array_in("sample_rate", self.sample_rates, kind="probability")
-        for i, c in enumerate(self.counts):
-            validation.positive_int(f"steps[{i}]", c)
+        validation.array_in("steps", self.counts, kind="count")
 
     # ----- constructors -------------------------------------------------
     @classmethod
@@ -108,14 +107,11 @@ class Schedule:
         if counts is None:
             n = np.ones(sig.shape, dtype=np.int64)
         else:
-            n = np.asarray(counts)
+            n = validation.array_in("steps", counts, kind="count")
             if n.shape != sig.shape:
                 raise InputError(
                     f"steps must have one entry per run ({sig.size}), got {n.size}"
                 )
-            if not np.all(np.isfinite(n.astype(float))) or np.any(n < 1) or np.any(n != np.round(n)):
-                i = int(np.flatnonzero(~(np.isfinite(n.astype(float)) & (n >= 1) & (n == np.round(n))))[0])
-                raise InputError(f"steps[{i}] must be an integer >= 1, got {n[i]}")
             n = n.astype(np.int64)
         # Run-length compress consecutive equal steps.
         change = np.ones(sig.shape, dtype=bool)

@@ -25,6 +25,14 @@ def _as_finite(name: str, value: float) -> float:
     return v
 
 
+def nonnegative(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is finite and >= 0."""
+    v = _as_finite(name, value)
+    if not (v >= 0 and math.isfinite(v)):
+        raise InputError(f"{name} must be >= 0 and finite, got {value}")
+    return v
+
+
 def positive(name: str, value: float) -> float:
     """Return ``value`` as a float if it is finite and > 0."""
     v = _as_finite(name, value)
@@ -63,7 +71,7 @@ def positive_int(name: str, value: int) -> int:
 
 
 def array_in(name: str, values: Iterable[float], *, kind: str) -> np.ndarray:
-    """Check a per-step array with the scalar check ``kind`` ('positive' or 'probability').
+    """Check a per-step array: ``kind`` is 'positive', 'probability' or 'count'.
 
     The message names the first offending step so a user can find it in their file.
     """
@@ -76,6 +84,9 @@ def array_in(name: str, values: Iterable[float], *, kind: str) -> np.ndarray:
     elif kind == "probability":
         bad = ~((arr > 0) & (arr <= 1))
         allowed = "in (0, 1]"
+    elif kind == "count":
+        bad = ~(np.isfinite(arr) & (arr >= 1) & (arr == np.round(arr)))
+        allowed = "an integer >= 1"
     else:  # pragma: no cover - programming error
         raise ValueError(kind)
     if bad.any():
