@@ -1,0 +1,1 @@
+"""Empirical privacy audits: lower bounds on ε from membership-inference scores."""
