@@ -1,0 +1,168 @@
+"""Orchestration of ``certify``: load, probe, account, judge."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from dpaudit.accountants import ACCOUNTANTS, EpsilonResult
+from dpaudit.calibration import calibrate_sigma
+from dpaudit.certify import verdict as rules
+from dpaudit.errors import AccountingError
+from dpaudit.mechanism.loader import MechanismFactory
+from dpaudit.probe import ProbeResult, probe_mechanism
+from dpaudit.run_config import RunConfig
+from dpaudit.schedule import Schedule, steps_for_epochs
+
+#: The accountant that calibrates the default noise multiplier: the loosest
+#: certifying one, so that the uniform σ fits the budget by all of them.
+DEFAULT_SIGMA_ACCOUNTANT = "rdp"
+
+
+def default_noise_multiplier(
+    dataset_size: int, batch_size: int, epochs: int, epsilon: float, delta: float
+) -> float:
+    """Uniform σ calibrated by RDP for (ε, δ) at q = B/N over E·⌊N/B⌋ steps.
+
+    RDP over-states ε relative to PLD and PRV, so this σ keeps a correct
+    uniform mechanism inside the budget by every certifying accountant.
+    """
+    steps = steps_for_epochs(dataset_size, batch_size, epochs)
+    return calibrate_sigma(
+        epsilon, delta, batch_size / dataset_size, steps, DEFAULT_SIGMA_ACCOUNTANT
+    ).sigma
+
+
+@dataclass(frozen=True)
+class CertifyResult:
+    """Everything ``certify`` found. ``verdict`` is 'pass' or 'fail'; ``reasons`` explain a fail."""
+
+    spec: str
+    config: RunConfig
+    noise_multiplier_source: str
+    declared_schedule: Schedule = field(repr=False)
+    declared: Mapping[str, EpsilonResult | str] = field(repr=False)
+    measured: Mapping[str, EpsilonResult | str] = field(repr=False)
+    probe: ProbeResult = field(repr=False)
+    verdict: str
+    reasons: tuple[str, ...]
+    audit: Any = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def to_dict(self) -> dict:
+        def eps_map(results):
+            return {k: (r.epsilon if isinstance(r, EpsilonResult) else None) for k, r in results.items()}
+
+        def details(results):
+            return {
+                k: (
+                    {"epsilon": r.epsilon, "lower": r.lower, "estimate": r.estimate,
+                     "is_upper_bound": r.is_upper_bound, "note": r.note()}
+                    if isinstance(r, EpsilonResult) else {"error": r}
+                )
+                for k, r in results.items()
+            }
+
+        config = {**self.config.to_dict(), "steps": self.config.steps,
+                  "sample_rate": self.config.sample_rate,
+                  "noise_multiplier_source": self.noise_multiplier_source}
+        out = {
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "mechanism": self.spec,
+            "config": config,
+            "declared": {
+                "schedule": self.declared_schedule.describe(),
+                "sigma_min": min(self.declared_schedule.sigmas),
+                "sigma_max": max(self.declared_schedule.sigmas),
+                "epsilon": eps_map(self.declared),
+            },
+            "measured": {**self.probe.to_dict(), "epsilon": eps_map(self.measured)},
+            "accounting": {
+                "delta": self.config.delta,
+                "neighbouring": str(self.declared_schedule.neighbouring),
+                "certifying_accountants": ["rdp", "pld", "prv (upper bound)"],
+                "declared": details(self.declared),
+                "measured": details(self.measured),
+            },
+            "seconds": round(self.seconds, 2),
+        }
+        if self.audit is not None:
+            out["audit"] = self.audit.to_dict()
+        return out
+
+
+def account_all(schedule: Schedule, delta: float) -> dict[str, EpsilonResult | str]:
+    """ε by every accountant; an accountant's numerical failure is kept as its message."""
+    out: dict[str, EpsilonResult | str] = {}
+    for name, acc in ACCOUNTANTS.items():
+        try:
+            out[name] = acc.epsilon(schedule, delta)
+        except AccountingError as exc:
+            out[name] = str(exc)
+    return out
+
+
+def measured_schedule(probe: ProbeResult, config: RunConfig) -> Schedule:
+    """The run as measured: σ̂_t, except where it agrees with the declared σ_t within tolerance.
+
+    Within the probe's measurement tolerance (4 standard errors) the measured
+    and declared σ cannot be told apart, so the declared value is used; this
+    keeps sampling error of the probe out of the measured ε.
+    """
+    tol = 4 * probe.sigma_hat_rel_se + 1e-6
+    agrees = np.abs(probe.sigma_ratio - 1.0) <= tol
+    sigma = np.where(agrees, probe.declared_sigma, probe.sigma_for_accounting())
+    return Schedule.from_steps(sigma, config.sample_rate)
+
+
+def certify(
+    spec: str,
+    config: RunConfig,
+    *,
+    noise_multiplier_source: str = "given",
+    seed: int = 0,
+    progress: bool = True,
+    audit: Any = None,
+) -> CertifyResult:
+    """Judge the mechanism in ``spec`` (PATH.py[:Class]) on ``config``'s run.
+
+    Privacy is for add/remove-one-example neighbours under Poisson sampling at
+    q = B/N. ``audit``, if given, is a callable ``audit(factory, config) ->
+    result`` whose result has ``violation`` (bool), ``reasons()`` and
+    ``to_dict()``; a violation it finds fails the mechanism.
+    """
+    start = time.perf_counter()
+    factory = MechanismFactory.load(spec, config)
+    probe = probe_mechanism(factory.new, config, seed=seed, progress=progress)
+    declared_schedule = Schedule.from_steps(probe.declared_sigma, config.sample_rate)
+    declared = account_all(declared_schedule, config.delta)
+    measured = account_all(measured_schedule(probe, config), config.delta)
+    reasons = (
+        rules.declared_budget_reasons(declared, config.epsilon, config.delta)
+        + rules.measured_noise_reasons(probe, measured, config.epsilon)
+        + rules.leak_reasons(probe)
+    )
+    audit_result = audit(factory, config) if audit is not None else None
+    if audit_result is not None and audit_result.violation:
+        reasons += list(audit_result.reasons())
+    return CertifyResult(
+        spec=spec,
+        config=config,
+        noise_multiplier_source=noise_multiplier_source,
+        declared_schedule=declared_schedule,
+        declared=declared,
+        measured=measured,
+        probe=probe,
+        verdict="fail" if reasons else "pass",
+        reasons=tuple(reasons),
+        audit=audit_result,
+        seconds=time.perf_counter() - start,
+    )
