@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from dpaudit.cli import epsilon_cmd, sigma_cmd
+from dpaudit.cli import certify_cmd, epsilon_cmd, sigma_cmd
 from dpaudit.errors import AccountingError, InputError
 
-COMMANDS = (epsilon_cmd, sigma_cmd)
+COMMANDS = (epsilon_cmd, sigma_cmd, certify_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
