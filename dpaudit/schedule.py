@@ -102,7 +102,13 @@ class Schedule:
         Consecutive runs with the same (σ, q) are merged.
         """
         sig = validation.array_in("sigma", sigmas, kind="positive")
-        q = np.broadcast_to(np.asarray(sample_rates, dtype=float), sig.shape)
+        q = np.asarray(sample_rates, dtype=float)
+        if q.ndim == 0:
+            q = np.full(sig.shape, float(q))
+        if q.shape != sig.shape:
+            raise InputError(
+                f"sample_rate must be one rate or one per run ({sig.size}), got {q.size} values"
+            )
         validation.array_in("sample_rate", q, kind="probability")
         if counts is None:
             n = np.ones(sig.shape, dtype=np.int64)
