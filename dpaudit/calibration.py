@@ -62,19 +62,20 @@ def calibrate_scale(
     target = validation.positive("target epsilon", target_epsilon)
     d = validation.open_unit("delta", delta)
     acc = get_accountant(accountant)
-    bar = tqdm(desc=f"calibrating ({acc.name})", unit="eval", disable=not progress, leave=False)
+    # disable=None: tqdm draws only on a terminal, so piped stderr stays clean.
+    bar = tqdm(desc=f"calibrating ({acc.name})", unit="eval", disable=None if progress else True, leave=False)
     cache: dict[float, EpsilonResult] = {}
 
     def eps_at(log_s: float) -> float:
         if log_s not in cache:
             try:
                 cache[log_s] = acc.epsilon(shape.scaled(math.exp(log_s)), d)
-            except AccountingError:
-                # Too little noise for the accountant's numerics: treat as over budget.
-                cache[log_s] = None  # type: ignore[assignment]
+            except AccountingError as exc:
+                raise CalibrationError(
+                    f"calibration with {acc.name} failed at scale {math.exp(log_s):.4g}: {exc}"
+                ) from exc
             bar.update(1)
-        r = cache[log_s]
-        return math.inf if r is None else r.epsilon
+        return cache[log_s].epsilon
 
     try:
         log_lo, log_hi = _bracket(eps_at, target, _initial_guess(shape, target, d, acc.name))
@@ -162,7 +163,7 @@ def _illinois(
     """Regula falsi (Illinois variant) on log ε vs log s, keeping the bracket; returns the safe end."""
     def g(x: float) -> float:
         e = eps_at(x)
-        return math.log(e / target) if math.isfinite(e) and e > 0 else 50.0
+        return math.log(e / target) if math.isfinite(e) and e > 0 else 50.0  # inf ε: far above
 
     g_lo, g_hi = g(lo), g(hi)
     side = 0

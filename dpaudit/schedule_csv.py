@@ -19,8 +19,10 @@ def read_schedule_csv(path: str | Path) -> Schedule:
     :class:`InputError` that names the file.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"schedule file {p}: no such file")
+    if not p.is_file():
+        raise InputError(f"schedule file {p}: is not a file")
     try:
         frame = pd.read_csv(p, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

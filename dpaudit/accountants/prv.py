@@ -21,6 +21,14 @@ from prv_accountant.privacy_random_variables import (
     PoissonSubsampledGaussianMechanism,
 )
 
+from opacus.accountants.analysis.prv import (
+    Domain as OpacusDomain,
+    PoissonSubsampledGaussianPRV,
+    TruncatedPrivacyRandomVariable,
+    compose_heterogeneous,
+    discretize,
+)
+
 from dpaudit.accountants.base import Accountant, DeltaResult, EpsilonResult
 from dpaudit.accountants.grouping import group
 from dpaudit.errors import AccountingError
@@ -69,11 +77,13 @@ class PrvAccountant(Accountant):
         self.max_domain_points = max_domain_points
         self.delta_error_for_delta = delta_error_for_delta
 
-    def _accountant(self, schedule: Schedule, delta_error: float):
+    def _compose(self, schedule: Schedule, delta_error: float):
+        """The composed discrete PRV (with ``compute_epsilon``/``compute_delta_estimate``) and notes."""
         grouped, grid = group(schedule, self.max_groups)
+        pairs = list(zip(grouped.sigmas, grouped.sample_rates))
         prvs = [
             GaussianMechanism(s) if q == 1.0 else PoissonSubsampledGaussianMechanism(q, s)
-            for s, q in zip(grouped.sigmas, grouped.sample_rates)
+            for s, q in pairs
         ]
         counts = list(grouped.counts)
         safe_width = compute_safe_domain_size(prvs, counts, self.eps_error, delta_error)
@@ -81,43 +91,68 @@ class PrvAccountant(Accountant):
         points = min(self.max_domain_points, self.point_budget // len(prvs))
         eps_error = max(self.eps_error, 2 * safe_width * spread / points)
         half_width = _fft_friendly_half_width(safe_width, eps_error / spread)
+        notes = [f"eps_error {eps_error:.3g}, delta_error {delta_error:.3g}", "remove direction"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Assuming that true epsilon < eps_max": we computed it safely
             try:
-                acc = PRVAccountant(
-                    prvs=prvs,
-                    max_self_compositions=counts,
-                    eps_error=eps_error,
-                    delta_error=delta_error,
-                    eps_max=half_width,
-                )
+                composed = PRVAccountant(
+                    prvs=prvs, max_self_compositions=counts, eps_error=eps_error,
+                    delta_error=delta_error, eps_max=half_width,
+                ).compute_composition(counts)
             except (RuntimeError, ValueError, FloatingPointError) as exc:
-                raise AccountingError(
-                    f"prv: prv-accountant failed on {grouped.describe()}: {exc or type(exc).__name__}"
-                ) from exc
-        notes = (f"eps_error {eps_error:.3g}, delta_error {delta_error:.3g}", "remove direction")
-        return acc, counts, grid, notes
+                # prv-accountant's discretiser rejects some large-ε PRVs ("Discrete
+                # mean differs ...") that Opacus's implementation of the same
+                # method (Gopi et al.), with a more accurate mean, handles.
+                composed = _opacus_composition(pairs, counts, half_width, eps_error / spread, exc, grouped)
+                notes.append(f"composed by Opacus's PRV code: prv-accountant failed ({exc})")
+        return composed, eps_error, grid, tuple(notes)
 
     def _epsilon(self, schedule: Schedule, delta: float) -> EpsilonResult:
         if delta <= 1e-14:
             raise AccountingError(
                 f"prv: delta={delta:g} is below what prv-accountant resolves (floating-point error dominates below ~1e-14)"
             )
-        acc, counts, grid, notes = self._accountant(schedule, delta * 1e-3)
-        lower, estimate, upper = acc.compute_epsilon(delta, counts)
+        delta_error = delta * 1e-3
+        composed, eps_error, grid, notes = self._compose(schedule, delta_error)
+        lower, estimate, upper = (float(x) for x in composed.compute_epsilon(delta, delta_error, eps_error))
         if not np.isfinite(upper):
             raise AccountingError(f"prv: upper bound is not finite at delta={delta:g}")
+        lower = max(lower, 0.0)
+        estimate = min(max(estimate, lower), upper)
         return EpsilonResult(
-            self.name, float(upper), delta, str(schedule.neighbouring), True,
-            lower=float(max(lower, 0.0)), estimate=float(estimate), grid=grid,
-            notes=(f"lower {max(lower, 0.0):.4f}, estimate {estimate:.4f}, upper {upper:.4f} (certify with upper)",) + notes,
+            self.name, upper, delta, str(schedule.neighbouring), True,
+            lower=lower, estimate=estimate, grid=grid,
+            notes=(f"lower {lower:.4f}, estimate {estimate:.4f}, upper {upper:.4f} (certify with upper)",) + notes,
         )
 
     def _delta(self, schedule: Schedule, epsilon: float) -> DeltaResult:
-        acc, counts, grid, notes = self._accountant(schedule, self.delta_error_for_delta)
-        lower, estimate, upper = acc.compute_delta(epsilon, counts)
+        delta_error = self.delta_error_for_delta
+        composed, eps_error, grid, notes = self._compose(schedule, delta_error)
+        # The bounds of prv-accountant's compute_delta (Gopi et al., Thm 5.5).
+        estimate = float(composed.compute_delta_estimate(epsilon))
+        lower = max(float(composed.compute_delta_estimate(epsilon + eps_error)) - delta_error, 0.0)
+        upper = min(float(composed.compute_delta_estimate(epsilon - eps_error)) + delta_error, 1.0)
+        estimate = min(max(estimate, lower), upper)
         return DeltaResult(
-            self.name, float(min(upper, 1.0)), epsilon, str(schedule.neighbouring), True,
-            lower=float(max(lower, 0.0)), estimate=float(estimate), grid=grid,
-            notes=(f"lower {max(lower, 0.0):.3g}, estimate {estimate:.3g}, upper {upper:.3g} (certify with upper)",) + notes,
+            self.name, upper, epsilon, str(schedule.neighbouring), True,
+            lower=lower, estimate=estimate, grid=grid,
+            notes=(f"lower {lower:.3g}, estimate {estimate:.3g}, upper {upper:.3g} (certify with upper)",) + notes,
         )
+
+
+def _opacus_composition(pairs, counts, half_width, mesh, cause, grouped):
+    """The same composition through Opacus's PRV implementation (subsampled steps only)."""
+    if any(q == 1.0 for _, q in pairs):
+        raise AccountingError(f"prv: prv-accountant failed on {grouped.describe()}: {cause}")
+    domain = OpacusDomain.create_aligned(-half_width, half_width, mesh)
+    try:
+        dprvs = [
+            discretize(TruncatedPrivacyRandomVariable(PoissonSubsampledGaussianPRV(q, s), domain.t_min, domain.t_max), domain)
+            for s, q in pairs
+        ]
+        return compose_heterogeneous(dprvs=dprvs, num_self_compositions=counts)
+    except (RuntimeError, ValueError, FloatingPointError) as exc:
+        raise AccountingError(
+            f"prv: neither prv-accountant ({cause}) nor Opacus's PRV ({exc}) could discretise {grouped.describe()}; "
+            "use the pld accountant"
+        ) from exc
