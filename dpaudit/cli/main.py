@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
-from dpaudit.cli import certify_cmd, epsilon_cmd, sigma_cmd
+from dpaudit.cli import audit_cmd, certify_cmd, epsilon_cmd, sigma_cmd
 from dpaudit.errors import AccountingError, InputError
 
-COMMANDS = (epsilon_cmd, sigma_cmd, certify_cmd)
+COMMANDS = (epsilon_cmd, sigma_cmd, certify_cmd, audit_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # dp-accounting logs every RDP order it drops for small σ through absl; the
+    # result's notes already say what matters, so keep the terminal readable.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
