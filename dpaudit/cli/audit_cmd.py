@@ -18,6 +18,7 @@ from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import MechanismFactory
 from dpaudit.run_config import RunConfig
 from dpaudit.schedule import steps_for_epochs
+from dpaudit.training.audit_cli import add_training_flags, run_training
 
 LEVELS = ("mechanism", "training")
 
@@ -29,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     p.add_argument("mechanism", help="PATH.py[:ClassName] (class DPMechanism by default)")
-    p.add_argument("--level", default="mechanism", help="what to audit: mechanism (gradient canaries; default)")
-    p.add_argument("--runs", type=int, default=1000, help="runs per side (default 1000)")
-    p.add_argument("--dataset-size", type=int, required=True, help="N")
+    p.add_argument("--level", default="mechanism",
+                   help="what to audit: mechanism (gradient canaries; default) or training (train models with canaries; needs --dataset)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="mechanism: runs per side (default 1000); training: models per side, or one-run models with --canaries")
+    p.add_argument("--dataset-size", type=int, default=None, help="N (mechanism level; the training level takes N from --dataset)")
     p.add_argument("--batch-size", type=int, required=True, help="expected batch size B (q = B/N)")
     p.add_argument("--epochs", type=int, required=True, help="E: steps = E * floor(N/B)")
     p.add_argument("--epsilon", type=float, required=True, help="target epsilon the run is calibrated for")
@@ -65,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds of running the default plan aims at (default 120); only your run is cut to fit",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_flags(p)
     p.set_defaults(run=run)
 
 
@@ -90,9 +94,13 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     level = str(args.level).strip().lower()
     if level == "training":
-        raise InputError("--level training is not available yet; use --level mechanism")
+        return run_training(args)
     if level != "mechanism":
-        raise InputError(f"--level must be mechanism (training is not available yet), got {args.level!r}")
+        raise InputError(f"--level must be mechanism or training, got {args.level!r}")
+    if args.dataset_size is None:
+        raise InputError("--level mechanism needs --dataset-size")
+    if args.runs is None:
+        args.runs = 1000
     # Imported here: the audit pulls in torch, which `dpaudit epsilon` does not need.
     from dpaudit.audit.mechanism_audit import DEFAULT_TIME_BUDGET, audit_mechanism, default_results_path
 
