@@ -158,7 +158,7 @@ def test_unseen_mechanisms(name, tmp_path, config):
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "dpaudit", "certify", *args, "--no-progress"],
+        [sys.executable, "-m", "dpaudit", "certify", *args, "--no-progress", "--audit", "none"],
         capture_output=True, text=True, cwd=ROOT,
     )
 
@@ -170,7 +170,8 @@ RUN = ["--dataset-size", str(N), "--batch-size", str(B), "--epochs", str(E),
 def test_cli_pass_json_and_report(tmp_path):
     out = tmp_path / "cert.json"
     report = tmp_path / "r" / "cert.md"
-    code = main(["certify", "mechanisms/dpsgd.py", *RUN, "--json", str(out), "--report", str(report), "--no-progress"])
+    code = main(["certify", "mechanisms/dpsgd.py", *RUN, "--json", str(out), "--report", str(report),
+                 "--no-progress", "--audit-runs", "200", "--audit-budget", "20"])
     assert code == 0
     data = json.loads(out.read_text())
     assert data["verdict"] == "pass" and data["reasons"] == []
@@ -179,7 +180,8 @@ def test_cli_pass_json_and_report(tmp_path):
     assert set(data["accounting"]["declared"]) == {"rdp", "pld", "prv", "gdp"}
     assert data["declared"]["epsilon"]["pld"] <= EPS
     text = report.read_text()
-    assert "PASS" in text and "cert_sigma.png" in text
+    assert "PASS" in text and "cert_sigma.png" in text and "Canary audit" in text
+    assert data["audit"]["violation"] is False
     png = report.with_name("cert_sigma.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -209,3 +211,13 @@ def test_cli_input_errors(tmp_path, source, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "mech.py" in lines[0], proc.stderr
     assert message.lower() in lines[0].lower()
+
+
+def test_cli_audit_folds_violation_into_verdict(tmp_path):
+    out = tmp_path / "cert.json"
+    code = main(["certify", "mechanisms/realised_batch_norm.py", *RUN, "--json", str(out),
+                 "--no-progress", "--audit-runs", "300", "--audit-budget", "20"])
+    assert code == 1
+    data = json.loads(out.read_text())
+    assert data["audit"]["violation"] is True
+    assert any("canary audit extracted more privacy than claimed" in r for r in data["reasons"])

@@ -100,6 +100,10 @@ def write_report(result: CertifyResult, path: Path) -> Path:
         "",
     ]
     if result.audit is not None:
-        parts[-3:-3] = ["## Canary audit", "", *result.audit.markdown_lines(), ""]
+        parts[-4:-4] = [
+            "## Canary audit (gradient space)", "",
+            result.audit.summary(), "",
+            result.audit.table().to_markdown(index=False, floatfmt=".4f"), "",
+        ]
     write_atomic(path, "\n".join(parts))
     return path

@@ -169,7 +169,7 @@ def certify(
     )
     audit_result = audit(factory, config) if audit is not None else None
     if audit_result is not None and audit_result.violation:
-        reasons += list(audit_result.reasons())
+        reasons.append(f"the canary audit extracted more privacy than claimed: {audit_result.summary()}")
     return CertifyResult(
         spec=spec,
         config=config,
