@@ -29,7 +29,7 @@ from dpaudit.accountants.grouping import group
 from dpaudit.accountants.pld import PldAccountant
 from dpaudit.accountants.prv import PrvAccountant
 from dpaudit.accountants.rdp import RdpAccountant
-from dpaudit.errors import AccountingError, InputError
+from dpaudit.errors import InputError
 from dpaudit.schedule import Schedule
 
 NAMES = ["rdp", "pld", "prv", "gdp"]

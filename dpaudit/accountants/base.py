@@ -16,8 +16,21 @@ from dpaudit.accountants.grouping import Grid
 from dpaudit.schedule import Schedule
 
 
+class _Noted:
+    """The one-line note of a result: the accountant's remarks and the grid used."""
+
+    notes: tuple[str, ...]
+    grid: Grid | None
+
+    def note(self) -> str:
+        parts = list(self.notes)
+        if self.grid is not None:
+            parts.append(self.grid.describe())
+        return "; ".join(parts)
+
+
 @dataclass(frozen=True)
-class EpsilonResult:
+class EpsilonResult(_Noted):
     """ε of a schedule at a given δ.
 
     ``epsilon`` is the value to certify with: an upper bound for every
@@ -37,15 +50,9 @@ class EpsilonResult:
     notes: tuple[str, ...] = field(default=())
     seconds: float = 0.0
 
-    def note(self) -> str:
-        parts = list(self.notes)
-        if self.grid is not None:
-            parts.append(self.grid.describe())
-        return "; ".join(parts)
-
 
 @dataclass(frozen=True)
-class DeltaResult:
+class DeltaResult(_Noted):
     """δ of a schedule at a given ε (same conventions as :class:`EpsilonResult`)."""
 
     accountant: str
@@ -58,12 +65,6 @@ class DeltaResult:
     grid: Grid | None = None
     notes: tuple[str, ...] = field(default=())
     seconds: float = 0.0
-
-    def note(self) -> str:
-        parts = list(self.notes)
-        if self.grid is not None:
-            parts.append(self.grid.describe())
-        return "; ".join(parts)
 
 
 R = TypeVar("R", EpsilonResult, DeltaResult)

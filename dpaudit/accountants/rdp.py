@@ -11,8 +11,6 @@ Opacus's. Opacus's RDP is the cross-check in the tests.
 
 from __future__ import annotations
 
-import math
-
 import dp_accounting
 from dp_accounting.rdp import rdp_privacy_accountant
 

@@ -39,6 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _gradient_audit(args: argparse.Namespace):
+    """The audit certify folds into its verdict, or None with --audit none."""
+    if args.audit == "none":
+        return None
+    runs = validation.positive_int("audit runs", args.audit_runs)
+
+    def audit(factory, config):
+        return audit_mechanism(factory, config, runs=runs, seed=args.seed,
+                               progress=not args.no_progress, time_budget=args.audit_budget)
+
+    return audit
+
+
 def run(args: argparse.Namespace) -> int:
     validation.positive("epsilon", args.epsilon)
     validation.open_unit("delta", args.delta)
@@ -53,15 +66,8 @@ def run(args: argparse.Namespace) -> int:
         epsilon=args.epsilon, delta=args.delta, noise_multiplier=sigma,
         max_grad_norm=args.max_grad_norm, n_params=args.n_params,
     )
-    audit = None
-    if args.audit == "mechanism":
-        def audit(factory, cfg):
-            return audit_mechanism(
-                factory, cfg, runs=validation.positive_int("audit runs", args.audit_runs),
-                seed=args.seed, progress=not args.no_progress, time_budget=args.audit_budget,
-            )
     result = certify(args.mechanism, config, noise_multiplier_source=source, seed=args.seed,
-                     progress=not args.no_progress, audit=audit)
+                     progress=not args.no_progress, audit=_gradient_audit(args))
     for line in summary_lines(result):
         print(line)
     print(f"verdict: {result.verdict}")

@@ -23,26 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from dpaudit.seeding import derive_seed
 
 GENERATOR_TYPES = (torch.Generator, np.random.Generator, np.random.RandomState, random.Random)
 
-_MASK64 = (1 << 64) - 1
 _MAX_NODES = 4000
 _MAX_DEPTH = 4
 _LEAF_TYPES = (torch.Tensor, np.ndarray, np.generic, str, bytes, int, float, complex, bool, type(None))
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (splitmix64 mixing; fast and order-sensitive)."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x = (x ^ (int(p) & _MASK64)) & _MASK64
-        x = (x + 0x9E3779B97F4A7C15) & _MASK64
-        z = x
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        x = z ^ (z >> 31)
-    return x >> 1
 
 
 Path = tuple[tuple[str, Any], ...]

@@ -59,6 +59,7 @@ from dpaudit import validation
 from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import epoch_of
 from dpaudit.run_config import RunConfig
+from dpaudit.seeding import derive_seed
 
 #: Learning rate used when none is given, for the mechanism's output as an average
 #: over the expected batch (plain DP-SGD). With σ = 1, C = 1 and momentum 0.9,
@@ -70,21 +71,6 @@ DEFAULT_LR = 0.25
 DEFAULT_MOMENTUM = 0.9
 #: Examples × models per forward pass when evaluating (bounds activation memory).
 EVAL_ROWS = 1 << 18
-
-_MASK64 = (1 << 64) - 1
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (splitmix64 mixing; order-sensitive)."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x = (x ^ (int(p) & _MASK64)) & _MASK64
-        x = (x + 0x9E3779B97F4A7C15) & _MASK64
-        z = x
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        x = z ^ (z >> 31)
-    return x >> 1
 
 
 # ----------------------------------------------------------------------------

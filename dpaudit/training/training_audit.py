@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -46,14 +45,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpaudit import validation
-from dpaudit.accountants import ACCOUNTANTS
 from dpaudit.audit.estimators import EstimateResult, estimate_all, one_run, one_run_fdp
+from dpaudit.audit.mechanism_audit import CLAIM_ACCOUNTANT, _quiet_absl, claimed_epsilon, declared_schedule
 from dpaudit.calibration import calibrate_sigma
 from dpaudit.data.datasets import Dataset, load_dataset
-from dpaudit.errors import AccountingError, InputError
-from dpaudit.mechanism.loader import MechanismFactory, declared_sigma, epoch_of
+from dpaudit.errors import InputError
+from dpaudit.mechanism.loader import MechanismFactory
 from dpaudit.run_config import RunConfig
-from dpaudit.schedule import Schedule
 from dpaudit.training import models as model_zoo
 from dpaudit.training.canaries import CanaryDesign, make_canaries, membership, model_seed
 from dpaudit.training.results_store import TrainingResultsFile
@@ -62,7 +60,6 @@ from dpaudit.training.trainer import DEFAULT_LR, DEFAULT_MOMENTUM, Trainer, is_b
 #: Models trained together when not told (fits a CPU; on an H100 use 128–256).
 DEFAULT_MODELS_AT_ONCE = 32
 #: The accountant the claim is computed with (the tight one).
-CLAIM_ACCOUNTANT = "pld"
 #: Version of the audit's numbers (part of the results-file fingerprint).
 AUDIT_VERSION = 1
 MULTI_RUN, ONE_RUN = "multi-run", "one-run"
@@ -231,34 +228,6 @@ def training_config(
         dataset_size=n, batch_size=batch_size, epochs=epochs, epsilon=epsilon, delta=delta,
         noise_multiplier=sigma, max_grad_norm=max_grad_norm, n_params=model_zoo.n_params(model),
     )
-
-
-def declared_schedule(factory: MechanismFactory, config: RunConfig) -> Schedule:
-    """``get_effective_sigma`` of a fresh instance at every step of ``config``."""
-    mech = factory.new()
-    sigmas = [declared_sigma(mech, t, epoch_of(t, config)) for t in range(config.steps)]
-    return Schedule.from_steps(sigmas, config.sample_rate)
-
-
-def claimed_epsilon(schedule: Schedule, delta: float) -> float:
-    """PLD ε of the declared schedule (PRV's upper bound if PLD fails numerically)."""
-    with _quiet_absl():
-        try:
-            return ACCOUNTANTS[CLAIM_ACCOUNTANT].epsilon(schedule, delta).epsilon
-        except AccountingError:
-            return ACCOUNTANTS["prv"].epsilon(schedule, delta).epsilon
-
-
-class _quiet_absl:
-    """dp-accounting logs a warning per unconverged RDP order; hide them."""
-
-    def __enter__(self) -> None:
-        self._logger = logging.getLogger("absl")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._logger.setLevel(self._level)
 
 
 def _default_model_fn(dataset: Dataset) -> Callable[[], nn.Module]:
