@@ -316,7 +316,8 @@ def test_cli_violation_exit_code_and_report(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--level", "training"], "not available yet"),
+        (["--level", "training"], "needs --dataset"),
+        (["--level", "bogus"], "must be mechanism or training"),
         (["--runs", "5"], "runs must be >= 10"),
         (["--scenario", "bogus"], "unknown scenario"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -47,37 +48,66 @@ def sigma_over_run(
     return _save(fig, path)
 
 
-def roc_loglog(in_scores: Sequence[float], out_scores: Sequence[float], path: Path, *, title: str) -> Path:
-    """ROC curve of the threshold attack 'score ≥ t ⇒ member', on log-log axes."""
-    s_in = np.sort(np.asarray(in_scores, dtype=float))
-    s_out = np.sort(np.asarray(out_scores, dtype=float))
-    thresholds = np.unique(np.concatenate([s_in, s_out]))
-    tpr = 1 - np.searchsorted(s_in, thresholds, side="left") / len(s_in)
-    fpr = 1 - np.searchsorted(s_out, thresholds, side="left") / len(s_out)
-    floor = 0.5 / max(len(s_in), len(s_out))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.loglog(np.maximum(fpr, floor), np.maximum(tpr, floor), color="tab:red", lw=1.5, label="attack")
-    grid = np.logspace(np.log10(floor), 0, 50)
-    ax.loglog(grid, grid, color="grey", ls="--", lw=1, label="chance")
+def roc_loglog(
+    in_scores: Sequence[float],
+    out_scores: Sequence[float],
+    path: Path,
+    *,
+    title: str,
+    claimed_epsilon: float | None = None,
+    delta: float = 0.0,
+) -> Path:
+    """ROC of the rules 'score ≥ t ⇒ member' on log-log axes.
+
+    With ``claimed_epsilon``, also the boundary that no attack on an
+    (ε, δ)-DP mechanism can cross: TPR ≤ min(1, e^ε·FPR + δ, 1 − (1 − δ − FPR)/e^ε).
+    """
+    ins = np.sort(np.asarray(in_scores, dtype=float))
+    outs = np.sort(np.asarray(out_scores, dtype=float))
+    t = np.unique(np.concatenate([ins, outs]))[::-1]
+    tpr = np.concatenate([[0.0], 1.0 - np.searchsorted(ins, t, side="left") / ins.size])
+    fpr = np.concatenate([[0.0], 1.0 - np.searchsorted(outs, t, side="left") / outs.size])
+    floor = 0.5 / max(ins.size, outs.size)
+    x = np.geomspace(floor, 1.0, 400)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.step(np.maximum(fpr, floor), np.maximum(tpr, floor), where="post", label="attack (in vs out)")
+    if claimed_epsilon is not None:
+        e = math.exp(claimed_epsilon)
+        bound = np.minimum.reduce([np.ones_like(x), e * x + delta, 1.0 - (1.0 - delta - x) / e])
+        ax.plot(x, bound, "r--", label=f"limit of ({claimed_epsilon:.3g}, {delta:g})-DP")
+    ax.plot(x, x, color="0.6", lw=0.8, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1.0)
+    ax.set_ylim(floor, 1.3)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
 
 
-def score_histograms(in_scores: Sequence[float], out_scores: Sequence[float], path: Path, *, title: str) -> Path:
-    """Overlaid histograms of the scores of runs with and without the canary."""
-    s_in = np.asarray(in_scores, dtype=float)
-    s_out = np.asarray(out_scores, dtype=float)
-    both = np.concatenate([s_in, s_out])
-    lo, hi = np.percentile(both, [0.5, 99.5]) if both.size else (0.0, 1.0)
-    bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.hist(s_out, bins=bins, alpha=0.55, label=f"canary out ({len(s_out)})", color="tab:blue")
-    ax.hist(s_in, bins=bins, alpha=0.55, label=f"canary in ({len(s_in)})", color="tab:red")
-    ax.set_xlabel("score")
+def score_histograms(
+    in_scores: Sequence[float], out_scores: Sequence[float], path: Path, *, title: str, limit: float = math.inf
+) -> Path:
+    """Histograms of the in- and out-scores on shared bins; scores beyond ``limit`` drawn at the edges."""
+    ins = np.asarray(in_scores, dtype=float)
+    outs = np.asarray(out_scores, dtype=float)
+    pooled = np.concatenate([ins, outs])
+    regular = pooled[np.isfinite(pooled) & (np.abs(pooled) < limit)]
+    lo, hi = (float(regular.min()), float(regular.max())) if regular.size else (-1.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    span = hi - lo
+    bins = np.linspace(lo - 0.03 * span, hi + 0.03 * span, 51)
+
+    def edge(a: np.ndarray) -> np.ndarray:
+        return np.clip(a, lo - 0.02 * span, hi + 0.02 * span)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(edge(outs), bins=bins, alpha=0.6, label=f"canary out ({outs.size})")
+    ax.hist(edge(ins), bins=bins, alpha=0.6, label=f"canary in ({ins.size})")
+    ax.set_xlabel("score (higher = guess in)")
     ax.set_ylabel("runs")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)

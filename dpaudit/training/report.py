@@ -77,7 +77,8 @@ def write_report(result: TrainingAuditResult, path: str | Path) -> list[Path]:
     """Write ``path`` (Markdown) with ``<stem>-roc.png`` and ``<stem>-scores.png`` beside it; return the files."""
     md = Path(path)
     title = f"{Path(result.mechanism).name}: {result.mode}, {result.canary_kind} canaries"
-    roc = roc_loglog(result.in_scores, result.out_scores, md.with_name(f"{md.stem}-roc.png"), title=title)
+    roc = roc_loglog(result.in_scores, result.out_scores, md.with_name(f"{md.stem}-roc.png"), title=title,
+                     claimed_epsilon=result.claimed_epsilon, delta=result.config.delta)
     hist = score_histograms(result.in_scores, result.out_scores, md.with_name(f"{md.stem}-scores.png"), title=title)
     write_atomic(md, markdown(result, roc=roc.name, histogram=hist.name))
     return [md, roc, hist]
