@@ -130,12 +130,11 @@ def account_all(
 def measured_schedule(probe: ProbeResult, config: RunConfig) -> Schedule:
     """The run as measured: σ̂_t, except where it agrees with the declared σ_t within tolerance.
 
-    Within the probe's measurement tolerance (4 standard errors) the measured
+    Within the probe's measurement tolerance (:meth:`ProbeResult.tolerance`) the measured
     and declared σ cannot be told apart, so the declared value is used; this
     keeps sampling error of the probe out of the measured ε.
     """
-    tol = 4 * probe.sigma_hat_rel_se + 1e-6
-    agrees = np.abs(probe.sigma_ratio - 1.0) <= tol
+    agrees = np.abs(probe.sigma_ratio - 1.0) <= probe.tolerance()
     sigma = np.where(agrees, probe.declared_sigma, probe.sigma_for_accounting())
     return Schedule.from_steps(sigma, config.sample_rate)
 

@@ -67,7 +67,7 @@ def measured_noise_reasons(
         f"(steps {step_ranges(under)}); worst at step {worst}: declared sigma "
         f"{probe.declared_sigma[worst]:.4g}, measured {probe.sigma_hat[worst]:.4g} "
         f"({ratio[worst]:.1%} of declared, measurement tolerance "
-        f"{4 * probe.sigma_hat_rel_se[worst]:.2%}). The measured schedule costs epsilon "
+        f"{probe.tolerance()[worst]:.2%}). The measured schedule costs epsilon "
         f"{_eps_list(measured)} (budget {epsilon:g})"
     ]
 

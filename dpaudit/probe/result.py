@@ -126,10 +126,13 @@ class ProbeResult:
         """
         return Schedule.from_steps(self.sigma_for_accounting(), config.sample_rate)
 
+    def tolerance(self, z: float = 4.0, rtol: float = 1e-6) -> np.ndarray:
+        """Relative measurement tolerance of σ̂_t: ``z`` standard errors plus ``rtol``."""
+        return z * self.sigma_hat_rel_se + rtol
+
     def understated_steps(self, z: float = 4.0, rtol: float = 1e-6) -> np.ndarray:
-        """Steps where σ̂_t is below the declared σ_t by more than ``z`` standard errors (+ ``rtol``)."""
-        tol = z * self.sigma_hat_rel_se + rtol
-        return np.flatnonzero(self.sigma_hat * (1.0 + tol) < self.declared_sigma)
+        """Steps where σ̂_t is below the declared σ_t by more than :meth:`tolerance`."""
+        return np.flatnonzero(self.sigma_hat * (1.0 + self.tolerance(z, rtol)) < self.declared_sigma)
 
     # ----- serialisation ------------------------------------------------
     def _summary(self, a: np.ndarray) -> dict:
