@@ -79,7 +79,7 @@ def finite(scores: np.ndarray) -> np.ndarray:
 
     A NaN output is treated as the largest score: a mechanism that breaks only
     when the canary is in is a perfect distinguisher, and one that always
-    breaks gives ties, which the estimators break at random.
+    breaks gives ties, which the estimators count against the auditor.
     """
     return np.nan_to_num(np.asarray(scores, dtype=float), nan=SCORE_LIMIT, posinf=SCORE_LIMIT, neginf=-SCORE_LIMIT)
 
