@@ -28,9 +28,9 @@ from typing import Any, Literal
 import numpy as np
 
 from dpaudit import validation
-from dpaudit.audit.estimators.inputs import check_common, check_seed, n_tied, perfect_scores
+from dpaudit.audit.estimators.inputs import check_common, check_seed
 from dpaudit.audit.estimators.ranks import counts, cp_upper, grid_rules, rank, spread_rules
-from dpaudit.audit.estimators.result import EstimateResult
+from dpaudit.audit.estimators.result import EstimateResult, result_of
 from dpaudit.errors import InputError
 
 ThresholdSelection = Literal["rank_grid", "bonferroni", "split"]
@@ -252,16 +252,4 @@ def clopper_pearson(
             return _cp_split(a, b, delta, significance, split_fraction, seed)
         return _cp_fixed_ranks(a, b, delta, significance, threshold_selection, max_thresholds)
 
-    eps, details = core(ins, outs)
-    ceiling, _ = core(*perfect_scores(ins.size, outs.size))
-    details["tied_scores"] = n_tied(ins, outs)
-    return EstimateResult(
-        name="clopper_pearson",
-        epsilon_lb=eps,
-        confidence=confidence,
-        delta=delta,
-        ceiling=ceiling,
-        assumption=None,
-        valid_for_verdict=True,
-        details=details,
-    )
+    return result_of("clopper_pearson", core, ins, outs, confidence=confidence, delta=delta, assumption=None)

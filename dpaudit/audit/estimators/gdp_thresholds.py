@@ -9,9 +9,9 @@ import numpy as np
 import scipy.special
 
 from dpaudit import validation
-from dpaudit.audit.estimators.inputs import check_common, n_tied, perfect_scores
+from dpaudit.audit.estimators.inputs import check_common
 from dpaudit.audit.estimators.ranks import counts, cp_upper, rank, spread_rules
-from dpaudit.audit.estimators.result import GDP_ASSUMPTION, EstimateResult
+from dpaudit.audit.estimators.result import GDP_ASSUMPTION, EstimateResult, result_of
 
 _ndtri = scipy.special.ndtri
 
@@ -103,16 +103,7 @@ def gaussian_dp(
     ins, outs, delta, confidence = check_common(in_scores, out_scores, delta, confidence)
     max_thresholds = validation.positive_int("max_thresholds", max_thresholds)
     significance = 1 - confidence
-    eps, details = _gdp_core(ins, outs, delta, significance, max_thresholds)
-    ceiling, _ = _gdp_core(*perfect_scores(ins.size, outs.size), delta, significance, max_thresholds)
-    details["tied_scores"] = n_tied(ins, outs)
-    return EstimateResult(
-        name="gdp",
-        epsilon_lb=eps,
-        confidence=confidence,
-        delta=delta,
-        ceiling=ceiling,
-        assumption=GDP_ASSUMPTION,
-        valid_for_verdict=False,
-        details=details,
+    return result_of(
+        "gdp", lambda a, b: _gdp_core(a, b, delta, significance, max_thresholds), ins, outs,
+        confidence=confidence, delta=delta, assumption=GDP_ASSUMPTION,
     )

@@ -28,9 +28,9 @@ import scipy.special
 import scipy.stats
 
 from dpaudit import validation
-from dpaudit.audit.estimators.inputs import check_common, n_tied, perfect_scores
+from dpaudit.audit.estimators.inputs import check_common, perfect_scores
 from dpaudit.audit.estimators.ranks import cp_upper
-from dpaudit.audit.estimators.result import EstimateResult
+from dpaudit.audit.estimators.result import EstimateResult, result_of
 from dpaudit.errors import InputError
 
 KSelection = Literal["grid", "pareto"]
@@ -280,18 +280,10 @@ def one_run_result(
     if k_selection not in ("grid", "pareto"):
         raise InputError(f"k_selection must be 'grid' or 'pareto', got {k_selection!r}")
     significance = 1 - confidence
-    eps, details = _one_run_core(ins, outs, delta, significance, k_selection, search)
-    ceiling = _one_run_ceiling(ins.size, outs.size, delta, significance, k_selection, search)
-    details["tied_scores"] = n_tied(ins, outs)
-    return EstimateResult(
-        name=name,
-        epsilon_lb=eps,
-        confidence=confidence,
-        delta=delta,
-        ceiling=ceiling,
-        assumption=assumption,
-        valid_for_verdict=assumption is None,
-        details=details,
+    return result_of(
+        name, lambda a, b: _one_run_core(a, b, delta, significance, k_selection, search), ins, outs,
+        confidence=confidence, delta=delta, assumption=assumption,
+        ceiling=_one_run_ceiling(ins.size, outs.size, delta, significance, k_selection, search),
     )
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
+
+from dpaudit.audit.estimators.inputs import n_tied, perfect_scores
 
 #: Label of the assumption-free bounds (printed wherever an estimate is shown).
 VERDICT_LABEL = "assumption-free; may decide a verdict"
@@ -62,3 +66,38 @@ class EstimateResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, for JSON reports (``label`` included)."""
         return {**asdict(self), "label": self.label}
+
+
+#: An estimator's computation on checked scores: (in, out) -> (ε, details).
+Core = Callable[[np.ndarray, np.ndarray], tuple[float, dict[str, Any]]]
+
+
+def result_of(
+    name: str,
+    core: Core,
+    ins: np.ndarray,
+    outs: np.ndarray,
+    *,
+    confidence: float,
+    delta: float,
+    assumption: str | None,
+    ceiling: float | None = None,
+) -> EstimateResult:
+    """``core`` on the scores, with its ceiling (``core`` on perfect scores of the same sizes, unless given).
+
+    Only assumption-free estimates (``assumption`` None) are valid for a verdict.
+    """
+    eps, details = core(ins, outs)
+    if ceiling is None:
+        ceiling = core(*perfect_scores(ins.size, outs.size))[0]
+    details["tied_scores"] = n_tied(ins, outs)
+    return EstimateResult(
+        name=name,
+        epsilon_lb=eps,
+        confidence=confidence,
+        delta=delta,
+        ceiling=ceiling,
+        assumption=assumption,
+        valid_for_verdict=assumption is None,
+        details=details,
+    )
