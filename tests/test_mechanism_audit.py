@@ -286,7 +286,7 @@ def test_cli_pass_json_and_default_results_file(tmp_path, monkeypatch, capsys):
     assert "claimed eps" in printed and "full-batch-zero" in printed and "verdict:" in printed
     d = json.loads(out.read_text())
     assert d["violation"] is False
-    assert set(d["estimators"]) == {"clopper_pearson", "gdp", "one_run", "one_run_fdp"}
+    assert set(d["estimators"]) == {"clopper_pearson", "gdp", "gdp_parametric", "one_run", "one_run_fdp"}
     assert all("epsilon_lb" in v for v in d["estimators"].values())
     assert {"claimed_epsilon", "confidence", "config", "scenarios"} <= set(d)
     assert d["config"]["dataset_size"] == 1000 and d["config"]["runs_per_side"] == 30

@@ -270,15 +270,16 @@ def test_multi_run_white_box_audit_of_dp_sgd(digits, tmp_path):
     result = audit_training(DPSGD, config, digits, runs=8, models_at_once=8, seed=3)
     assert result.mode == "multi-run" and result.models == 16
     assert result.in_scores.size + result.out_scores.size == 16
-    assert set(result.estimates) == {"clopper_pearson", "gdp", "one_run", "one_run_fdp"}
+    assert set(result.estimates) == {"clopper_pearson", "gdp", "gdp_parametric", "one_run", "one_run_fdp"}
     for e in result.estimates.values():
-        assert math.isfinite(e.epsilon_lb) and e.epsilon_lb >= 0 and math.isfinite(e.ceiling)
+        assert math.isfinite(e.epsilon_lb) and e.epsilon_lb >= 0
+        assert math.isfinite(e.ceiling) or e.name == "gdp_parametric"  # no ceiling: it extrapolates
     assert not result.violation
     assert result.estimates["clopper_pearson"].confidence == pytest.approx(0.975)
     assert 0.0 < result.claimed_epsilon < 10 and result.accuracy["min"] > 0.3
     d = result.to_dict()
     assert {"claimed_epsilon", "confidence", "violation", "estimators", "config", "test_accuracy", "seconds"} <= set(d)
-    assert set(d["estimators"]) == {"clopper_pearson", "gdp", "one_run", "one_run_fdp"}
+    assert set(d["estimators"]) == {"clopper_pearson", "gdp", "gdp_parametric", "one_run", "one_run_fdp"}
     json.loads(write_json(result, tmp_path / "audit.json").read_text())
     page, roc, hist = write_report(result, tmp_path / "audit.md")
     assert "Training audit" in page.read_text() and "audit-roc.png" in page.read_text()
@@ -291,7 +292,7 @@ def test_white_box_audit_catches_a_mechanism_without_noise(digits, tmp_path):
     config = config_for(digits, batch_size=16, epochs=2)  # claimed eps 0.98
     result = audit_training(broken, config, digits, canaries=100, models_at_once=1, seed=0, lr=0.1)
     assert result.mode == "one-run" and result.models == 1
-    assert set(result.estimates) == {"one_run", "one_run_fdp"}
+    assert set(result.estimates) == {"one_run", "gdp_parametric", "one_run_fdp"}
     assert result.in_scores.size + result.out_scores.size == 100
     assert result.violation, result.summary()
     assert result.to_dict()["estimators"]["clopper_pearson"]["epsilon_lb"] is None

@@ -52,7 +52,7 @@ from dpaudit.audit.scenarios import (
     worst_case_scenarios,
 )
 from dpaudit.audit.statistics import (
-    RUN_STATISTICS, SELECTION_FRACTION, STATISTICS, reference_level, scenario_scores,
+    PRIMARY_STATISTIC, RUN_STATISTICS, SELECTION_FRACTION, STATISTICS, reference_level, scenario_scores,
 )
 from dpaudit.calibration import calibrate_sigma
 from dpaudit.errors import AccountingError, InputError
@@ -77,9 +77,10 @@ PRIMARY_SHARE = 0.5
 CLAIM_ACCOUNTANT = "pld"
 CONFIDENCE_SPLIT = (
     f"weighted Bonferroni over (scenario, statistic) pairs: {PRIMARY_SHARE:g} of alpha = 1 - confidence "
-    f"to ({RUN_ZERO} or {RUN_EMPTY}, lr), the rest in equal shares; within a pair, "
-    "clopper_pearson and one_run (which decide the verdict) split the pair's share, and gdp and "
-    "one_run_fdp (a separate family: they assume a Gaussian trade-off curve) each use all of it"
+    f"to ({RUN_ZERO} or {RUN_EMPTY}, {PRIMARY_STATISTIC}), the rest in equal shares; within a pair, "
+    "clopper_pearson and one_run (which decide the verdict) split the pair's share, and gdp, "
+    "gdp_parametric and one_run_fdp (a separate family: they assume Gaussian shapes and never decide "
+    "the verdict) each use all of it"
 )
 #: Version of the audit's statistics and scenarios, part of the results-file fingerprint.
 AUDIT_VERSION = 1
@@ -122,7 +123,8 @@ class AuditRow:
             "claimed_epsilon": self.claimed_epsilon, "valid_for_verdict": self.valid_for_verdict,
             "violates": self.violates, "confidence": self.confidence,
             "n_in": self.n_in, "n_out": self.n_out,
-            "assumption": self.estimate.assumption, "details": self.estimate.details,
+            "assumption": self.estimate.assumption, "label": self.estimate.label,
+            "details": self.estimate.details,
         }
 
 
@@ -217,7 +219,7 @@ class MechanismAuditResult:
             {
                 "scenario": r.scenario, "statistic": r.statistic, "estimator": r.estimator,
                 "eps_lb": r.epsilon_lb, "ceiling": r.ceiling, "claimed_eps": r.claimed_epsilon,
-                "valid": "yes" if r.valid_for_verdict else "assumes GDP",
+                "valid": "yes" if r.valid_for_verdict else r.estimate.assumption,
                 "confidence": r.confidence,
                 "verdict": "VIOLATION" if r.violates else "",
             }
@@ -264,7 +266,8 @@ class MechanismAuditResult:
                     "epsilon_lb": r.epsilon_lb, "ceiling": r.ceiling,
                     "claimed_epsilon": r.claimed_epsilon, "scenario": r.scenario,
                     "statistic": r.statistic, "valid_for_verdict": r.valid_for_verdict,
-                    "assumption": r.estimate.assumption, "confidence": r.confidence,
+                    "assumption": r.estimate.assumption, "label": r.estimate.label,
+                    "confidence": r.confidence,
                 }
                 for name, r in heads.items()
             },
@@ -361,8 +364,8 @@ def default_results_path(
 #: the pair's full α. one_run_fdp costs ~0.7 s per 2,000 scores, so it is
 #: computed for the likelihood-ratio statistic only (the Gaussian-shaped test).
 VERDICT_ESTIMATORS = ("clopper_pearson", "one_run")
-ASSUMPTION_ESTIMATORS = ("gdp", "one_run_fdp")
-FDP_STATISTICS = ("lr",)
+ASSUMPTION_ESTIMATORS = ("gdp", "gdp_parametric", "one_run_fdp")
+FDP_STATISTICS = (PRIMARY_STATISTIC,)
 
 
 def _estimates(
@@ -374,6 +377,7 @@ def _estimates(
         "clopper_pearson": estimators.clopper_pearson(ins, outs, delta=delta, confidence=conf_verdict, seed=seed),
         "one_run": estimators.one_run(ins, outs, delta=delta, confidence=conf_verdict),
         "gdp": estimators.gaussian_dp(ins, outs, delta=delta, confidence=conf_shape),
+        "gdp_parametric": estimators.gaussian_dp_parametric(ins, outs, delta=delta, confidence=conf_shape),
     }
     if statistic in FDP_STATISTICS:
         out["one_run_fdp"] = estimators.one_run_fdp(ins, outs, delta=delta, confidence=conf_shape)
@@ -489,7 +493,9 @@ def alpha_shares(pairs: Sequence[tuple[str, str]], alpha: float) -> dict[tuple[s
     """
     if not pairs:
         return {}
-    primary = next(((n, "lr") for n in (RUN_ZERO, RUN_EMPTY) if (n, "lr") in pairs), None)
+    primary = next(
+        ((n, PRIMARY_STATISTIC) for n in (RUN_ZERO, RUN_EMPTY) if (n, PRIMARY_STATISTIC) in pairs), None
+    )
     if primary is None or len(pairs) == 1:
         return {p: alpha / len(pairs) for p in pairs}
     rest = alpha * (1 - PRIMARY_SHARE) / (len(pairs) - 1)

@@ -62,7 +62,8 @@ def write_report(result, path: str | Path) -> list[Path]:
         "",
         "## Bounds",
         "",
-        "`gdp` and `one_run_fdp` assume a Gaussian trade-off curve and never decide the verdict; "
+        "`gdp`, `gdp_parametric` and `one_run_fdp` assume Gaussian shapes (see the valid column) and never "
+        "decide the verdict; "
         "`clopper_pearson` and `one_run` are assumption-free.",
         "",
         _md_table(
@@ -70,7 +71,7 @@ def write_report(result, path: str | Path) -> list[Path]:
             [
                 [
                     row.scenario, row.statistic, row.estimator, row.epsilon_lb, row.ceiling,
-                    row.claimed_epsilon, "yes" if row.valid_for_verdict else "assumes GDP",
+                    row.claimed_epsilon, "yes" if row.valid_for_verdict else row.estimate.assumption,
                     f"{row.confidence:.5g}", "VIOLATION" if row.violates else "",
                 ]
                 for row in r.rows

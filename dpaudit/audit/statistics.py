@@ -39,6 +39,10 @@ from dpaudit.audit.gradient_game import Features
 RUN_STATISTICS = ("lr", "sum_z", "max_z", "log_scale", "min_log_scale", "max_log_scale")
 #: The statistics the audit bounds ε with, per scenario.
 STATISTICS = ("lr", "noise", "best")
+#: The test fixed in advance: the likelihood ratio of the declared Gaussian mechanism is the
+#: Neyman–Pearson optimal test against a mechanism that is what it claims
+#: (``bench/audit_power.py`` shows how far the other candidates fall short of it).
+PRIMARY_STATISTIC = "lr"
 #: What "best" chooses from (order breaks ties).
 CANDIDATES = (
     "lr", "sum_z", "max_z", "noise", "noise_low", "noise_high", "min_scale_low", "max_scale_high",
@@ -75,7 +79,7 @@ def finite(scores: np.ndarray) -> np.ndarray:
 
     A NaN output is treated as the largest score: a mechanism that breaks only
     when the canary is in is a perfect distinguisher, and one that always
-    breaks gives ties, which the estimators break at random.
+    breaks gives ties, which the estimators count against the auditor.
     """
     return np.nan_to_num(np.asarray(scores, dtype=float), nan=SCORE_LIMIT, posinf=SCORE_LIMIT, neginf=-SCORE_LIMIT)
 

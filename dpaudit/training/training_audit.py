@@ -45,7 +45,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpaudit import validation
-from dpaudit.audit.estimators import EstimateResult, estimate_all, one_run, one_run_fdp
+from dpaudit.audit.estimators import (
+    ESTIMATOR_NAMES, EstimateResult, estimate_all, gaussian_dp_parametric, one_run, one_run_fdp,
+)
 from dpaudit.audit.mechanism_audit import CLAIM_ACCOUNTANT, _quiet_absl, claimed_epsilon, declared_schedule
 from dpaudit.calibration import calibrate_sigma
 from dpaudit.data.datasets import Dataset, load_dataset
@@ -63,7 +65,6 @@ DEFAULT_MODELS_AT_ONCE = 32
 #: Version of the audit's numbers (part of the results-file fingerprint).
 AUDIT_VERSION = 1
 MULTI_RUN, ONE_RUN = "multi-run", "one-run"
-ESTIMATOR_NAMES = ("clopper_pearson", "gdp", "one_run", "one_run_fdp")
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class TrainingAuditResult:
                 continue
             estimators[name] = {
                 "epsilon_lb": e.epsilon_lb, "ceiling": e.ceiling, "claimed_epsilon": self.claimed_epsilon,
-                "valid_for_verdict": e.valid_for_verdict, "assumption": e.assumption,
+                "valid_for_verdict": e.valid_for_verdict, "assumption": e.assumption, "label": e.label,
                 "confidence": e.confidence,
             }
         return {
@@ -302,9 +303,11 @@ def _verdict_estimators_in(estimates: dict[str, EstimateResult]) -> int:
 def _estimate(mode: str, ins: np.ndarray, outs: np.ndarray, delta: float, confidence: float) -> dict[str, EstimateResult]:
     alpha = 1 - confidence
     if mode == ONE_RUN:
-        # Only one_run backs the verdict (one_run_fdp refutes a stronger, Gaussian claim).
+        # Only one_run backs the verdict (one_run_fdp refutes a stronger, Gaussian claim;
+        # gdp_parametric assumes Gaussian canary scores, as Agrawal et al. 2026 do).
         return {
             "one_run": one_run(ins, outs, delta=delta, confidence=confidence),
+            "gdp_parametric": gaussian_dp_parametric(ins, outs, delta=delta, confidence=confidence),
             "one_run_fdp": one_run_fdp(ins, outs, delta=delta, confidence=confidence),
         }
     # Split α between the estimators that may back the verdict.
