@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             prog = f"dpaudit {args.command}"
             return int(args.run(args))
+    except SystemExit as exc:  # argparse: --help, --version, or a one-line usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     except KeyboardInterrupt as exc:
         detail = str(exc).strip()
         _one_line(f"{prog}: interrupted" + (f"; {detail}" if detail else ""))

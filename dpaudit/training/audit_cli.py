@@ -105,7 +105,8 @@ def run_training(args: argparse.Namespace) -> int:
         print(f"  {name:16s} eps_lb {e.epsilon_lb:8.4f}  ceiling {e.ceiling:8.4f}  confidence {e.confidence:.4g}  {valid}")
     print()
     verdict = training_verdict(result)
-    print(f"verdict: {verdict}" + ("" if verdict != INCONCLUSIVE else f": {CANNOT_DETECT}") + f" ({result.summary()})")
+    print(f"verdict: {verdict}: {CANNOT_DETECT} (see the ceilings above)" if verdict == INCONCLUSIVE
+          else f"verdict: {verdict} ({result.summary()})")
     emit_json(args.json, {**result.to_dict(), "verdict": verdict})
     if args.report:
         write_report(result, args.report)
