@@ -179,6 +179,7 @@ def run_config(
                         sample_rate=sample_rate, steps=steps)
     if n_params != 0:
         validation.positive_int("n_params", n_params)
+    clip = validation.positive("max_grad_norm", max_grad_norm)
     if noise_multiplier is None:
         from dpaudit.calibration import calibrate_sigma
         from dpaudit.schedule import steps_for_epochs
@@ -189,7 +190,7 @@ def run_config(
         sigma = validation.positive("noise_multiplier", noise_multiplier)
         source = "given"
     config = RunConfig(dataset_size=n, batch_size=b, epochs=e, epsilon=eps, delta=delta, noise_multiplier=sigma,
-                       max_grad_norm=validation.positive("max_grad_norm", max_grad_norm), n_params=n_params)
+                       max_grad_norm=clip, n_params=n_params)
     return config, source
 
 

@@ -192,6 +192,7 @@ def test_cli_fail_exit_code():
     proc = run_cli("mechanisms/realised_batch_norm.py", *RUN)
     assert proc.returncode == 1, proc.stderr
     assert "verdict: fail" in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100  # reasons wrapped
 
 
 @pytest.mark.parametrize("source,message", [
