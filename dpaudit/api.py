@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from dpaudit.defaults import (
     ACCOUNTANT_NAMES, CALIBRATION_ACCOUNTANTS, DEFAULT_CALIBRATION_ACCOUNTANT, DEFAULT_CONFIDENCE,
@@ -225,7 +225,7 @@ def certify(
     from dpaudit import validation
 
     n_params = None if n_params is None else validation.positive_int("n_params", n_params)
-    hook = None
+    hook: Callable | None = None
     if audit:
         # Checked before the calibration and the probe run, not after.
         runs = validation.positive_int("runs", runs)
@@ -233,13 +233,15 @@ def certify(
         confidence = validation.open_unit("confidence", confidence)
         accountant = calibration_accountant.strip().lower()
 
-        def hook(factory, cfg):
+        def run_audit(factory, cfg):
             from dpaudit.audit.mechanism_audit import audit_mechanism
 
             return audit_mechanism(
                 factory, cfg, runs=runs, confidence=confidence, seed=seed, progress=progress,
                 time_budget=time_budget, calibration_accountant=accountant,
             )
+
+        hook = run_audit
 
     from dpaudit.certify.run import certify as certify_run
     from dpaudit.probe import N_PARAMS

@@ -32,24 +32,11 @@ from dpaudit.progress import Progress, track
 from dpaudit.run_config import RunConfig
 from dpaudit.schedule import Schedule
 
+from cli_helpers import assert_one_line_error, cli
+
 ROOT = Path(__file__).resolve().parents[1]
 DPSGD = str(ROOT / "mechanisms" / "dpsgd.py")
 SMALL = ["--dataset-size", "1000", "--batch-size", "250", "--epochs", "1", "--epsilon", "2", "--delta", "1e-5"]
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, out: str, err: str, words) -> None:
-    assert rc == 2, (rc, out, err)
-    assert out == ""
-    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
-    assert "Traceback" not in err
-    for w in words:
-        assert w in err, (w, err)
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ import pytest
 
 from dpaudit.accountants import get_accountant
 from dpaudit.calibration import calibrate_sigma
-from dpaudit.cli.main import main
 from dpaudit.schedule import Schedule
+
+from cli_helpers import assert_one_line_error, cli
 
 NAMES = ["rdp", "pld", "prv", "gdp"]
 EPOCHS = ["--dataset-size", "60000", "--batch-size", "256", "--epochs", "5"]
@@ -30,25 +31,6 @@ RUN = ["--sample-rate", "0.01", "--steps", "100"]
 def _quiet_dp_accounting():
     logging.getLogger("absl").setLevel(logging.ERROR)
     yield
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``dpaudit argv``; argparse's SystemExit counts as an exit code."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, out: str, err: str, words) -> None:
-    assert rc == 2, (rc, out, err)
-    assert out == ""
-    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
-    assert "Traceback" not in err
-    for w in words:
-        assert w in err, (w, err)
 
 
 @pytest.fixture(scope="module")

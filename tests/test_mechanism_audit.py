@@ -47,11 +47,11 @@ def audit(name_or_spec: str, config: RunConfig, **kw):
 
 
 def comparable(result) -> dict:
-    """The result without timings and paths."""
+    """The result without timings, paths and what was resumed from where."""
     d = result.to_dict()
     d.pop("seconds")
     d["config"].pop("results_path")
-    d["notes"] = [n for n in d["notes"] if not n.startswith("runs took")]
+    d["notes"] = [n for n in d["notes"] if not n.startswith(("runs took", "resumed "))]
     for s in d["scenarios"]:
         s.pop("seconds")
     return d

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any, Sequence
 
 #: ``--json`` without a path: JSON on stdout.
 STDOUT = "-"

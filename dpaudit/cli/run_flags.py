@@ -45,7 +45,7 @@ def add_run_flags(parser: argparse.ArgumentParser, *, noise_multiplier: bool, me
     g = parser.add_argument_group("the run (give --sample-rate/--steps, --dataset-size/--batch-size/--epochs, or --schedule)")
     if noise_multiplier:
         default = (
-            f"default: calibrated for --epsilon/--delta by --calibration-accountant" if mechanism else "required"
+            "default: calibrated for --epsilon/--delta by --calibration-accountant" if mechanism else "required"
         )
         _flag(g, "--noise-multiplier", type=float, metavar="SIGMA",
               help=f"noise multiplier: noise std / L2 sensitivity ({default})")
