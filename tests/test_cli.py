@@ -256,6 +256,17 @@ def test_json_without_path_goes_to_stdout_and_text_to_stderr(capsys, tmp_path, m
     assert not (tmp_path / "-").exists()
 
 
+def test_results_directory_holds_a_file_named_for_the_audit(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["audit", DPSGD, *SMALL, "--calibration-accountant", "rdp", "--runs", "20", "--scenario",
+            "full-batch-zero", "--no-progress", "--results", "runs/"]
+    assert cli(capsys, *argv)[0] == 3
+    files = list((tmp_path / "runs").glob("dpsgd-DPMechanism-*.jsonl"))
+    assert len(files) == 1
+    rc, out, _ = cli(capsys, *argv)  # the second time it resumes from that file
+    assert rc == 3 and f"note: resumed 60 runs from {files[0].relative_to(tmp_path)}" in out
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_files_are_written_with_the_users_umask(tmp_path, umask, mode):
     old = os.umask(umask)

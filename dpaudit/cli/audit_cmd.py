@@ -97,6 +97,7 @@ def _results_location(args: argparse.Namespace) -> str | None:
     By default the runs go to a file named for the audit in ./dpaudit-results,
     so rerunning the same command resumes it.
     """
+    import os
     from pathlib import Path
 
     from dpaudit.cli.run_flags import prepare_outputs
@@ -107,8 +108,8 @@ def _results_location(args: argparse.Namespace) -> str | None:
     if not args.no_results and args.results is None:
         args.results = DEFAULT_RESULTS_DIR
     prepare_outputs(args, results_directory_ok=True)
-    if args.results == DEFAULT_RESULTS_DIR:
-        Path(DEFAULT_RESULTS_DIR).mkdir(exist_ok=True)
+    if args.results is not None and (args.results == DEFAULT_RESULTS_DIR or args.results.endswith(("/", os.sep))):
+        Path(args.results).mkdir(parents=True, exist_ok=True)  # a directory: a file named for the audit in it
     return args.results
 
 
