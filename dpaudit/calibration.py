@@ -14,16 +14,18 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from tqdm.auto import tqdm
-
 from dpaudit import validation
 from dpaudit.accountants import EpsilonResult, get_accountant
 from dpaudit.accountants.gdp import gdp_epsilon, gdp_mu
 from dpaudit.errors import AccountingError, CalibrationError
+from dpaudit.progress import Progress
 from dpaudit.schedule import Schedule
 
 # Noise multipliers outside this range are not a calibration result anyone can use.
 SCALE_RANGE = (1e-3, 1e4)
+# Evaluations a calibration usually needs (measured: 3-6 for rdp/pld/prv, 2 for gdp); the
+# progress bar's total, raised as the search goes if it needs more.
+USUAL_EVALUATIONS = 6
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ def calibrate_scale(
     target = validation.positive("target epsilon", target_epsilon)
     d = validation.open_unit("delta", delta)
     acc = get_accountant(accountant)
-    # disable=None: tqdm draws only on a terminal, so piped stderr stays clean.
-    bar = tqdm(desc=f"calibrating ({acc.name})", unit="eval", disable=None if progress else True, leave=False)
+    bar = Progress(f"calibrating sigma ({acc.name})", total=2 if acc.name == "gdp" else USUAL_EVALUATIONS,
+                   unit="evaluation", enabled=progress, leave=False)
     cache: dict[float, EpsilonResult] = {}
 
     def eps_at(log_s: float) -> float:
@@ -74,14 +76,14 @@ def calibrate_scale(
                 raise CalibrationError(
                     f"calibration with {acc.name} failed at scale {math.exp(log_s):.4g}: {exc}"
                 ) from exc
+            if bar.n + 1 > bar.total:
+                bar.set_total(bar.n + 2)
             bar.update(1)
         return cache[log_s].epsilon
 
-    try:
+    with bar:
         log_lo, log_hi = _bracket(eps_at, target, _initial_guess(shape, target, d, acc.name))
         log_s = _illinois(eps_at, target, log_lo, log_hi, rtol)
-    finally:
-        bar.close()
     result = cache[log_s]
     if not (result.epsilon <= target and result.epsilon >= target * (1 - rtol)):
         raise CalibrationError(  # pragma: no cover - guarded by the search invariant

@@ -18,8 +18,9 @@ import pytest
 
 from dpaudit.accountants import get_accountant
 from dpaudit.calibration import calibrate_sigma
-from dpaudit.cli.main import main
 from dpaudit.schedule import Schedule
+
+from cli_helpers import assert_one_line_error, cli
 
 NAMES = ["rdp", "pld", "prv", "gdp"]
 EPOCHS = ["--dataset-size", "60000", "--batch-size", "256", "--epochs", "5"]
@@ -30,25 +31,6 @@ RUN = ["--sample-rate", "0.01", "--steps", "100"]
 def _quiet_dp_accounting():
     logging.getLogger("absl").setLevel(logging.ERROR)
     yield
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``dpaudit argv``; argparse's SystemExit counts as an exit code."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, out: str, err: str, words) -> None:
-    assert rc == 2, (rc, out, err)
-    assert out == ""
-    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
-    assert "Traceback" not in err
-    for w in words:
-        assert w in err, (w, err)
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +49,16 @@ def test_epsilon_table_lists_all_four(capsys, mnist_library):
     lines = out.splitlines()
     assert "1170 steps" in lines[0] and "add/remove" in lines[0]
     assert "delta: 1e-05" in out
-    rows = {line.split()[0]: line.split() for line in lines[3:]}
+    header = lines.index(next(line for line in lines if line.startswith("accountant")))
+    rows = {line.split()[0]: line.split() for line in lines[header + 2 : header + 2 + len(NAMES)]}
     assert set(rows) == set(NAMES)
     for name in NAMES:
         assert rows[name][1] == f"{mnist_library[name]:.4f}"
-    assert "APPROXIMATION" in " ".join(rows["gdp"])
-    assert "upper" in " ".join(rows["prv"])
+    assert rows["gdp"][2] == "approximation"
+    assert rows["prv"][2:4] == ["upper", "bound"]
+    notes = out[out.index("notes:"):]
+    assert "prv: lower" in notes and "CLT approximation" in notes
+    assert max(len(line) for line in lines) <= 100
 
 
 def test_epsilon_json_equals_library(capsys, mnist_library):
@@ -191,6 +177,7 @@ def files(tmp_path):
     return {
         "BAD_ROW": str(bad_row), "NON_NUMERIC": str(non_numeric), "NO_COLUMN": str(no_column),
         "GOOD": str(good), "MISSING": str(tmp_path / "missing.csv"), "DIR": str(tmp_path),
+        "UNDER_FILE": str(good / "x.json"),
     }
 
 
@@ -219,12 +206,14 @@ EPSILON_ERRORS = [
     (["--schedule", "NON_NUMERIC", "--delta", "1e-5"], ["NON_NUMERIC", "non-numeric", "abc"]),
     (["--schedule", "NO_COLUMN", "--delta", "1e-5"], ["NO_COLUMN", "missing column", "sample_rate"]),
     (["--sigma", "1", *RUN, "--delta", "1e-5", "--accountant", "foo"], ["unknown accountant", "foo", "rdp, pld, prv, gdp"]),
+    (["--sigma", "1", *RUN, "--delta", "1e-5", "--json", "DIR"], ["--json", "DIR", "is a directory"]),
+    (["--sigma", "1", *RUN, "--delta", "1e-5", "--json", "UNDER_FILE"], ["--json", "is a file, not a directory"]),
     (["--sigma", "1", *RUN, "--delta", "1e-5", "--accountant", ","], ["--accountant", "at least one"]),
-    (["--schedule", "GOOD", "--sigma", "1", "--delta", "1e-5"], ["--schedule", "replaces", "--sigma"]),
+    (["--schedule", "GOOD", "--sigma", "1", "--delta", "1e-5"], ["--schedule", "replaces", "--noise-multiplier"]),
     (["--schedule", "GOOD", *RUN, "--delta", "1e-5"], ["--schedule", "replaces"]),
     (["--sigma", "1", *RUN, "--epochs", "3", "--delta", "1e-5"], ["not both"]),
     (["--sigma", "1", *RUN], ["--delta", "required"]),
-    ([*RUN, "--delta", "1e-5"], ["--sigma", "required"]),
+    ([*RUN, "--delta", "1e-5"], ["--noise-multiplier", "required"]),
     (["--sigma", "1", "--sample-rate", "0.01", "--delta", "1e-5"], ["--sample-rate", "--steps", "together"]),
     (["--sigma", "1", "--dataset-size", "100", "--batch-size", "10", "--delta", "1e-5"], ["missing --epochs"]),
     (["--sigma", "1", "--delta", "1e-5"], ["--sample-rate", "--dataset-size", "--schedule"]),
@@ -254,8 +243,8 @@ SIGMA_ERRORS = [
     (["--epsilon", "1e-4", "--sample-rate", "1", "--steps", "1000000", "--delta", "1e-5", "--accountant", "rdp"],
      ["no noise multiplier", "0.0001"]),
     (["--epsilon", "1e9", *RUN, "--delta", "1e-5", "--accountant", "rdp"], ["1e+09", "too large"]),
-    (["--epsilon", "3", *RUN, "--delta", "1e-5", "--accountant", "foo"], ["unknown accountant", "foo"]),
-    (["--epsilon", "3", *RUN, "--delta", "1e-5", "--accountant", "rdp,pld"], ["unknown accountant", "rdp,pld"]),
+    (["--epsilon", "3", *RUN, "--delta", "1e-5", "--accountant", "foo"], ["--accountant", "invalid choice", "foo"]),
+    (["--epsilon", "3", *RUN, "--delta", "1e-5", "--accountant", "rdp,pld"], ["invalid choice", "rdp,pld"]),
     (["--epsilon", "3", "--schedule", "MISSING", "--delta", "1e-5"], ["MISSING", "no such file"]),
     (["--epsilon", "3", "--schedule", "BAD_ROW", "--delta", "1e-5"], ["BAD_ROW", "sigma[1]"]),
     (["--epsilon", "3", "--schedule", "GOOD", *RUN, "--delta", "1e-5"], ["--schedule", "replaces"]),
@@ -280,7 +269,7 @@ def test_sigma_failure_with_progress_bar_ends_in_one_error_line(capsys):
     assert err.rsplit("\r", 1)[-1].startswith("dpaudit sigma: error: no noise multiplier")
 
 
-@pytest.mark.parametrize("argv, words", [([], ["required", "command"]), (["foo"], ["invalid choice", "foo"])])
+@pytest.mark.parametrize("argv, words", [([], ["required", "COMMAND"]), (["foo"], ["invalid choice", "foo"])])
 def test_top_level_bad_input(capsys, argv, words):
     rc, out, err = cli(capsys, *argv)
     assert_one_line_error(rc, out, err, words)

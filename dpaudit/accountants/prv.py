@@ -21,14 +21,6 @@ from prv_accountant.privacy_random_variables import (
     PoissonSubsampledGaussianMechanism,
 )
 
-from opacus.accountants.analysis.prv import (
-    Domain as OpacusDomain,
-    PoissonSubsampledGaussianPRV,
-    TruncatedPrivacyRandomVariable,
-    compose_heterogeneous,
-    discretize,
-)
-
 from dpaudit.accountants.base import Accountant, DeltaResult, EpsilonResult
 from dpaudit.accountants.grouping import group
 from dpaudit.errors import AccountingError
@@ -144,6 +136,14 @@ def _opacus_composition(pairs, counts, half_width, mesh, cause, grouped):
     """The same composition through Opacus's PRV implementation (subsampled steps only)."""
     if any(q == 1.0 for _, q in pairs):
         raise AccountingError(f"prv: prv-accountant failed on {grouped.describe()}: {cause}")
+    # Imported here: opacus pulls in torch (seconds), and this fallback is rare.
+    from opacus.accountants.analysis.prv import (
+        Domain as OpacusDomain,
+        PoissonSubsampledGaussianPRV,
+        TruncatedPrivacyRandomVariable,
+        compose_heterogeneous,
+        discretize,
+    )
     domain = OpacusDomain.create_aligned(-half_width, half_width, mesh)
     try:
         dprvs = [

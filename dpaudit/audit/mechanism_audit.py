@@ -40,7 +40,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from dpaudit import validation
+from dpaudit import defaults, progress as progress_lines, validation, verdicts
 from dpaudit.accountants import ACCOUNTANTS
 from dpaudit.audit import estimators
 from dpaudit.audit.estimators import EstimateResult
@@ -60,8 +60,9 @@ from dpaudit.mechanism.loader import MechanismFactory, declared_sigma, epoch_of
 from dpaudit.run_config import RunConfig
 from dpaudit.schedule import Schedule
 
-#: Default wall-clock budget for the runs of one audit (seconds); only the user's run is cut to fit.
-DEFAULT_TIME_BUDGET = 120.0
+#: Default wall-clock budget for the runs of one audit (seconds), shared with certify; only the
+#: user's run is cut to fit.
+DEFAULT_TIME_BUDGET = defaults.DEFAULT_TIME_BUDGET
 #: Runs in the pool take longer than the pilot's in-process steps (two workers share the
 #: machine, chunks are pickled); measured 1.3-1.6x on the 2-core machine, so plan with 1.5x.
 PLAN_SAFETY = 1.5
@@ -226,6 +227,18 @@ class MechanismAuditResult:
             for r in self.rows
         ])
 
+    @property
+    def verdict(self) -> str:
+        """``violation``, ``no violation``, or ``inconclusive`` when no valid design could exceed its claim."""
+        return verdicts.audit_verdict(self.violation, verdicts.can_detect(
+            (r.ceiling, r.claimed_epsilon) for r in self.rows if r.valid_for_verdict
+        ))
+
+    def largest(self) -> AuditRow | None:
+        """The valid row with the largest ε lower bound (ties: the smallest claim)."""
+        valid = [r for r in self.rows if r.valid_for_verdict]
+        return max(valid, key=lambda r: (r.epsilon_lb, -r.claimed_epsilon)) if valid else None
+
     def summary(self) -> str:
         """One paragraph: the verdict and where it came from."""
         if self.violation:
@@ -240,10 +253,19 @@ class MechanismAuditResult:
                 for name in dict.fromkeys(r.scenario for r in top)
             ]
             return "VIOLATION: " + "; ".join(parts) + " [" + "; ".join(where) + "]"
-        best = self.strongest()
+        if self.verdict == verdicts.INCONCLUSIVE:
+            ceiling = max((r for r in self.rows if r.valid_for_verdict), default=None,
+                          key=lambda r: r.ceiling - r.claimed_epsilon)
+            why = (
+                f" (the most any valid estimator could certify is eps {ceiling.ceiling:.3f}, in "
+                f"{ceiling.scenario} against its claim {ceiling.claimed_epsilon:.3f}; run more runs per side)"
+                if ceiling is not None else " (no scenario finished enough runs)"
+            )
+            return f"inconclusive: {verdicts.CANNOT_DETECT}{why}"
+        best = self.largest()
         tail = (
-            f" (largest valid eps_lb {best.epsilon_lb:.3f} vs claimed {best.claimed_epsilon:.3f}, "
-            f"{best.estimator}, {best.scenario}/{best.statistic})"
+            f" (largest valid eps_lb {best.epsilon_lb:.3f}, {best.estimator}, {best.scenario}/{best.statistic}, "
+            f"against its claim {best.claimed_epsilon:.3f})"
             if best is not None else ""
         )
         return f"no violation found at confidence {self.confidence:g}{tail}"
@@ -256,6 +278,7 @@ class MechanismAuditResult:
             "claimed_epsilon": self.claimed_epsilon,
             "delta": self.config.delta,
             "confidence": self.confidence,
+            "verdict": self.verdict,
             "violation": self.violation,
             "summary": self.summary(),
             "violations": [
@@ -642,6 +665,10 @@ def audit_mechanism(
     if results_path is not None:
         results = ResultsFile(results_path, fingerprint, {"request": request, "config": config.to_dict()})
         stored, done = results.open()
+        if done:
+            resumed = f"resumed {len(done)} runs from {results_path}"
+            progress_lines.note(resumed, progress)
+            notes.append(resumed)
         if stored is not None and stored.get("request") == request and isinstance(stored.get("plan"), dict):
             plan = {k: int(v) for k, v in stored["plan"].items() if k in candidates}
             notes.extend(stored.get("plan_notes", []))
@@ -671,10 +698,17 @@ def audit_mechanism(
     # The plan's timing is a guess (a shared machine can be several times slower than the
     # pilot); a default audit stops starting runs at DEADLINE_FACTOR times its budget.
     deadline = None if explicit else t_run + DEADLINE_FACTOR * time_budget
-    done = execute(
-        jobs, seed, results, done, workers=use_workers, progress=progress, max_runs=max_runs,
-        deadline=deadline,
-    )
+    try:
+        done = execute(
+            jobs, seed, results, done, workers=use_workers, progress=progress, max_runs=max_runs,
+            deadline=deadline,
+        )
+    except KeyboardInterrupt:
+        if results is None:
+            raise
+        raise KeyboardInterrupt(
+            f"the finished runs are saved in {results_path}; rerun the same command to resume"
+        ) from None
     run_seconds = time.perf_counter() - t_run
 
     # Analysis.

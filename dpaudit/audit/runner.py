@@ -27,7 +27,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dpaudit.audit.gradient_game import canary_direction, name_key, play
 from dpaudit.audit.scenarios import Scenario
@@ -36,6 +35,7 @@ from dpaudit.cli.output import write_atomic
 from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import MechanismFactory
 from dpaudit.probe.randomness import GlobalRandomState, derive_seed
+from dpaudit.progress import Progress, plural
 
 #: Identifies the results-file format (bumped whenever the stored numbers change meaning).
 FORMAT = "dpaudit-mechanism-audit/1"
@@ -100,6 +100,11 @@ def _run_chunk(
 
 
 def _init_worker() -> None:
+    # Ctrl-C reaches the whole process group: the parent alone handles it (one line, the
+    # pool shut down), so the workers ignore it instead of printing a traceback each.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 
@@ -259,7 +264,9 @@ def execute(
         results: Where finished chunks are appended (None: keep in memory only).
         done: Records already finished (from the results file).
         workers: Processes; 1 runs everything in this process.
-        progress: Show a tqdm bar (runs/s and ETA).
+        progress: Show a progress bar. It counts mechanism steps, not runs: a run on
+            the user's run costs ~100x a full-batch worst case, so a count of runs
+            would promise an ETA of seconds at 97 % and then run for a minute.
         max_runs: Stop after about this many new runs (to test resuming).
         deadline: Start no chunk after this ``time.perf_counter()`` value.
     """
@@ -267,7 +274,6 @@ def execute(
     for job in jobs:
         todo = [k for k in job.keys() if k not in done]
         tasks.extend((job, kind, idx) for kind, idx in _chunks(job, todo))
-    total = sum(len(idx) for _, _, idx in tasks)
     if max_runs is not None:
         kept, n = [], 0
         for t in tasks:
@@ -275,7 +281,9 @@ def execute(
                 break
             kept.append(t)
             n += len(t[2])
-        tasks, total = kept, n
+        tasks = kept
+    runs_total = sum(len(idx) for _, _, idx in tasks)
+    steps_total = sum(len(idx) * job.scenario.steps for job, _, idx in tasks)
     if not tasks:
         return done
     pool = None
@@ -286,17 +294,22 @@ def execute(
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
-    bar = tqdm(total=total, unit="run", desc="audit runs", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    bar = Progress("audit", total=steps_total, unit="step", enabled=progress, unit_scale=True, smoothing=0.05)
+    steps_of = {job.scenario.name: job.scenario.steps for job in jobs}
+    runs_done = 0
 
     def finish(records: list[dict]) -> None:
+        nonlocal runs_done
         if results is not None:
             results.append(records)
         for r in records:
             done[(r["s"], r["k"], int(r["i"]))] = r
-        bar.update(len(records))
+        runs_done += len(records)
         if records:
-            bar.set_postfix_str(records[-1]["s"], refresh=False)
+            bar.set_postfix(f"{runs_done}/{runs_total} runs, {records[-1]['s']}")
+        bar.update(sum(steps_of[r["s"]] for r in records))
 
+    ok = False
     try:
         if pool is None:
             with isolated_torch():
@@ -325,8 +338,12 @@ def execute(
                 for f in running:
                     f.cancel()
                 raise
+        ok = True
     finally:
-        bar.close()
+        if ok:
+            bar.close(f"{plural(runs_done, 'run')} ({plural(bar.n, 'mechanism step')})")
+        else:
+            bar.abandon()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return done

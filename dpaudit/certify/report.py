@@ -8,7 +8,7 @@ import pandas as pd
 
 from dpaudit.accountants import EpsilonResult
 from dpaudit.certify.run import CertifyResult
-from dpaudit.cli.output import write_atomic
+from dpaudit.cli.output import wrap, write_atomic
 from dpaudit.report.figures import sigma_over_run
 
 LIMITS = (
@@ -36,8 +36,19 @@ def accounting_table(result: CertifyResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _epsilons(results) -> str:
+    """'rdp 3.31, pld 2.99, prv 3.00, gdp 2.61 (approximation)'."""
+    parts = []
+    for name, r in results.items():
+        if not isinstance(r, EpsilonResult):
+            parts.append(f"{name} failed")
+        else:
+            parts.append(f"{name} {r.epsilon:.4f}" + ("" if r.is_upper_bound else " (approximation)"))
+    return ", ".join(parts)
+
+
 def summary_lines(result: CertifyResult) -> list[str]:
-    """The terminal summary (also the top of the report)."""
+    """The summary of the run and the findings (the terminal's and the report's top)."""
     c = result.config
     p = result.probe
     lines = [
@@ -46,6 +57,7 @@ def summary_lines(result: CertifyResult) -> list[str]:
         f"C={c.max_grad_norm:g}, sigma={c.noise_multiplier:.6g} ({result.noise_multiplier_source})",
         f"budget: epsilon {c.epsilon:g}, delta {c.delta:g} ({result.declared_schedule.neighbouring})",
         f"declared: {result.declared_schedule.describe()}",
+        f"epsilon of the declared schedule: {_epsilons(result.declared)}",
         f"probe: {p.steps} steps, coupling {p.coupling}, sigma_hat/declared in "
         f"[{p.sigma_ratio.min():.4f}, {p.sigma_ratio.max():.4f}], {len(p.leaks)} state leak(s), "
         f"batch-size dependence: {'yes' if p.batch_size_dependence else 'no'} ({p.seconds:.1f} s)",
@@ -58,16 +70,25 @@ def summary_lines(result: CertifyResult) -> list[str]:
     return lines
 
 
+def terminal_lines(result: CertifyResult) -> list[str]:
+    """What ``dpaudit certify`` prints: the summary, the verdict and its numbered reasons, wrapped."""
+    lines = [wrap(line, indent="    ") for line in summary_lines(result)]
+    lines.append(f"verdict: {result.verdict}")
+    for i, reason in enumerate(result.reasons, 1):
+        lines.append(wrap(reason, indent="     ", first=f"  {i}. "))
+    return lines
+
+
 def write_report(result: CertifyResult, path: Path) -> Path:
     """Write ``path`` (Markdown) and ``<stem>_sigma.png`` beside it."""
     path = Path(path)
     png = path.with_name(f"{path.stem}_sigma.png")
     sigma_over_run(
         result.probe.declared_sigma, result.probe.sigma_hat, png,
-        measured_lower=result.probe.sigma_hat_lower,
+        tolerance=result.probe.tolerance(),
         title=f"{Path(result.spec.split(':')[0]).name}: declared vs measured noise multiplier",
     )
-    verdict = "PASS" if result.passed else "FAIL"
+    verdict = result.verdict.upper()
     parts = [
         f"# dpaudit certify: {verdict}",
         "",
@@ -92,7 +113,8 @@ def write_report(result: CertifyResult, path: Path) -> Path:
         "",
         "The probe measured the noise scale of every step (two coupled calls with different random "
         "draws) and the largest change one added or removed example can make (coupled draws, so the "
-        "noise cancels); σ̂_t is their ratio. The shaded band is the measurement tolerance.",
+        "noise cancels); σ̂_t is their ratio. The shaded band is the measurement tolerance around the "
+        "declared σ_t: a step has less noise than declared only where σ̂_t falls below it.",
         "",
         "## Limits",
         "",

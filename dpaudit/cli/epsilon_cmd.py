@@ -3,58 +3,71 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-import pandas as pd
-
-from dpaudit import validation
-from dpaudit.accountants import ACCOUNTANTS, get_accountant, parse_accountant_list
-from dpaudit.cli.output import dumps
-from dpaudit.cli.run_flags import add_schedule_flags, schedule_from_args
-from dpaudit.errors import AccountingError
+from dpaudit.cli.run_flags import add_budget_flags, add_json_flag, add_run_flags
+from dpaudit.defaults import ACCOUNTANT_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("epsilon", help="total epsilon of a DP-SGD run (all accountants)")
-    add_schedule_flags(p, with_sigma=True)
-    p.add_argument("--delta", type=float, required=True, help="delta in (0, 1)")
-    p.add_argument("--accountant", default=",".join(ACCOUNTANTS), help="comma list of rdp,pld,prv,gdp (default: all)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = sub.add_parser(
+        "epsilon", help="epsilon of a DP-SGD run by every accountant",
+        description="Total epsilon at --delta of a run with any per-step sigma_t, q_t, by RDP, PLD, "
+                    "PRV (upper bound) and GDP (a central-limit approximation), side by side.",
+    )
+    add_run_flags(p, noise_multiplier=True)
+    add_budget_flags(p, epsilon=False)
+    p.add_argument("--accountant", default=",".join(ACCOUNTANT_NAMES), metavar="LIST",
+                   help=f"comma list of {','.join(ACCOUNTANT_NAMES)} (default: all)")
+    add_json_flag(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dpaudit import validation
+    from dpaudit.accountants import parse_accountant_list
+    from dpaudit.api import epsilon
+    from dpaudit.cli.output import emit_json, table, wrap
+    from dpaudit.cli.run_flags import prepare_outputs, schedule_from_args
+    from dpaudit.errors import AccountingError
+
     names = parse_accountant_list(args.accountant)
     delta = validation.open_unit("delta", args.delta)
-    schedule = schedule_from_args(args, args.sigma)
-    rows, details = [], {}
-    for name in names:
-        try:
-            r = get_accountant(name).epsilon(schedule, delta)
-        except AccountingError as exc:
-            rows.append({"accountant": name, "epsilon": math.nan, "note": f"failed: {exc}", "seconds": math.nan})
-            details[name] = {"error": str(exc)}
-            continue
-        note = r.note() if r.is_upper_bound else f"APPROXIMATION, not a bound: {r.note()}"
-        rows.append({"accountant": name, "epsilon": r.epsilon, "note": note, "seconds": r.seconds})
-        details[name] = {
-            "epsilon": r.epsilon, "lower": r.lower, "estimate": r.estimate,
-            "is_upper_bound": r.is_upper_bound, "note": r.note(), "seconds": r.seconds,
-        }
-    if all("error" in d for d in details.values()):
-        raise AccountingError("; ".join(d["error"] for d in details.values()))
-    if args.json:
-        print(dumps({
+    schedule = schedule_from_args(args, args.noise_multiplier)
+    prepare_outputs(args)
+    frame = epsilon(schedule, delta, names)
+    failed = frame["bound"] == "failed"
+    if failed.all():
+        raise AccountingError("; ".join(frame["notes"]))
+    if args.json is not None:
+        emit_json(args.json, {
             "delta": delta,
-            "epsilon": {r["accountant"]: r["epsilon"] for r in rows},
+            "epsilon": {name: row.epsilon for name, row in frame.iterrows()},
             "neighbouring": str(schedule.neighbouring),
             "schedule": schedule.describe(),
-            "details": details,
-        }))
+            "details": {
+                name: {"error": row.notes} if row.bound == "failed" else {
+                    "epsilon": row.epsilon, "lower": _none(row.lower), "estimate": _none(row.estimate),
+                    "is_upper_bound": row.bound == "upper bound", "note": row.notes, "seconds": row.seconds,
+                }
+                for name, row in frame.iterrows()
+            },
+        })
         return 0
-    print(f"run: {schedule.describe()}")
+    print(wrap(f"run: {schedule.describe()}"))
     print(f"delta: {delta:g}")
-    table = pd.DataFrame(rows)
-    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
-        print(table.to_string(index=False, formatters={"epsilon": "{:.4f}".format, "seconds": "{:.2f}".format}))
+    print()
+    print(table(
+        [{"accountant": name, "epsilon": row.epsilon, "bound": row.bound, "seconds": row.seconds}
+         for name, row in frame.iterrows()],
+        {"epsilon": ".4f", "seconds": ".2f"},
+    ))
+    print()
+    print("notes:")
+    for name, row in frame.iterrows():
+        if row.notes:
+            print(wrap(f"{name}: {row.notes}", indent="  " + " " * (len(name) + 2), first="  "))
     return 0
+
+
+def _none(x: float) -> float | None:
+    return None if x != x else float(x)

@@ -4,34 +4,42 @@ from __future__ import annotations
 
 import argparse
 
-from dpaudit import validation
-from dpaudit.calibration import calibrate_scale
-from dpaudit.cli.output import dumps
-from dpaudit.cli.run_flags import add_schedule_flags, schedule_from_args
+from dpaudit.cli.run_flags import add_budget_flags, add_json_flag, add_progress_flag, add_run_flags
+from dpaudit.defaults import ACCOUNTANT_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sigma", help="noise multiplier for a target (epsilon, delta)")
-    add_schedule_flags(p, with_sigma=False)
-    p.add_argument("--epsilon", type=float, required=True, help="target epsilon > 0")
-    p.add_argument("--delta", type=float, required=True, help="delta in (0, 1)")
-    p.add_argument("--accountant", default="prv", help="rdp, pld, prv (default, its upper bound) or gdp")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = sub.add_parser(
+        "sigma", help="noise multiplier for a target (epsilon, delta)",
+        description="The smallest uniform noise multiplier (or, with --schedule, the scale of the "
+                    "schedule's sigma column) whose epsilon at --delta is at most --epsilon.",
+    )
+    add_run_flags(p, noise_multiplier=False)
+    add_budget_flags(p, epsilon=True)
+    p.add_argument("--accountant", default="prv", choices=ACCOUNTANT_NAMES, type=str.lower,
+                   help="rdp, pld, prv (default, its upper bound) or gdp (an approximation)")
+    add_json_flag(p)
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dpaudit import validation
+    from dpaudit.calibration import calibrate_scale
+    from dpaudit.cli.output import emit_json
+    from dpaudit.cli.run_flags import prepare_outputs, schedule_from_args
+
     target = validation.positive("epsilon", args.epsilon)
     delta = validation.open_unit("delta", args.delta)
     shape = schedule_from_args(args, 1.0)
+    prepare_outputs(args)
     result = calibrate_scale(shape, target, delta, args.accountant, progress=not args.no_progress)
     shaped = args.schedule is not None
-    if args.json:
+    if args.json is not None:
         out = {"sigma": result.scale, "epsilon": result.epsilon, "accountant": result.accountant, "delta": delta}
         if shaped:
             out["meaning"] = "scale s: sigma_t = s * sigma column of the schedule file"
-        print(dumps(out))
+        emit_json(args.json, out)
         return 0
     print(f"run: {shape.describe() if shaped else result.schedule.describe()}")
     what = "scale s (sigma_t = s * shape_t)" if shaped else "sigma"

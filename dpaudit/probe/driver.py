@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dpaudit.mechanism.loader import declared_sensitivity, declared_sigma, epoch_of
 from dpaudit.probe import measure
@@ -18,6 +17,7 @@ from dpaudit.probe.measure import EXACT, NONE, STATE, BATCH_RATIO_RTOL, StepReco
 from dpaudit.probe.randomness import GlobalRandomState, Seeder, derive_seed, find_generators
 from dpaudit.probe.result import BatchSizeDependence, ProbeResult
 from dpaudit.probe.state_leaks import check_state_leaks, choose_leak_steps
+from dpaudit.progress import track
 from dpaudit.run_config import RunConfig
 
 _KEEP_COMPARISONS = 6
@@ -127,7 +127,7 @@ class _Probe:
         sens_decl = np.zeros(T)
         records: list[StepRecord] = []
         next_batch = gen.batch(0)
-        for t in tqdm(range(T), disable=not self.progress, desc="probe", unit="step", leave=False):
+        for t in track(range(T), "probe", total=T, unit="step", enabled=self.progress, leave=False):
             batch = next_batch
             next_batch = gen.batch(t + 1) if t + 1 < T else None
             epoch = epoch_of(t, cfg)

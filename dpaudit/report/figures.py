@@ -24,28 +24,67 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _caption(fig, text: str) -> None:
+    """A caption under the axes, wrapped to the figure's width."""
+    import textwrap
+
+    width = int(fig.get_figwidth() * 13)
+    fig.text(0.01, -0.02, textwrap.fill(text, width), ha="left", va="top", fontsize=7.5, color="0.25")
+
+
 def sigma_over_run(
     declared: Sequence[float],
     measured: Sequence[float],
     path: Path,
     *,
-    measured_lower: Sequence[float] | None = None,
+    tolerance: Sequence[float] | None = None,
     title: str = "noise multiplier per step",
 ) -> Path:
-    """Declared σ_t and measured σ̂_t against the step index."""
+    """Declared σ_t and measured σ̂_t against the step index.
+
+    ``tolerance`` is the relative measurement tolerance of σ̂_t: the band
+    declared/(1 + tol) … declared·(1 + tol) is drawn around the declared line,
+    and a step is under-noised only where σ̂_t falls below it.
+    """
     steps = np.arange(len(declared))
+    declared = np.asarray(declared, dtype=float)
     fig, ax = plt.subplots(figsize=(8, 3.6))
+    if tolerance is not None:
+        tol = np.asarray(tolerance, dtype=float)
+        ax.fill_between(steps, declared / (1 + tol), declared * (1 + tol), color="tab:blue", alpha=0.18,
+                        lw=0, label="declared ± measurement tolerance")
     ax.plot(steps, declared, label="declared σ_t (get_effective_sigma)", color="tab:blue", lw=2)
     ax.plot(steps, measured, label="measured σ̂_t (probe)", color="tab:red", lw=1, alpha=0.85)
-    if measured_lower is not None:
-        ax.fill_between(steps, measured_lower, measured, color="tab:red", alpha=0.15,
-                        label="measurement tolerance")
     ax.set_xlabel("step")
     ax.set_ylabel("noise multiplier")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
+    if tolerance is not None:
+        _caption(fig, "A step has less noise than declared only where the red line falls below the shaded "
+                      "band (the probe's measurement tolerance around the declared σ_t); above the band, "
+                      "the mechanism adds more noise than it declares, which costs no privacy.")
     return _save(fig, path)
+
+
+#: What crossing the limit line means, under the ROC figure and in the reports.
+ROC_CAPTION = (
+    "No attack on an (eps, delta)-DP mechanism has a true ROC curve above the dashed line. The claim is "
+    "contradicted only where the band's lower edge (dotted: TPR at its lower and FPR at its upper "
+    "Clopper-Pearson limit) rises above the dashed line; the measured curve alone crossing it is sampling "
+    "noise. The verdict comes from the bounds in the report's table, not from this picture."
+)
+
+
+def _cp_interval(k: np.ndarray, n: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Clopper–Pearson interval of k successes out of n, at each k."""
+    from scipy.stats import beta
+
+    a = (1 - confidence) / 2
+    k = np.asarray(k, dtype=float)
+    lo = np.where(k > 0, beta.ppf(a, np.maximum(k, 1), n - k + 1), 0.0)
+    hi = np.where(k < n, beta.ppf(1 - a, k + 1, np.maximum(n - k, 1)), 1.0)
+    return lo, hi
 
 
 def roc_loglog(
@@ -56,21 +95,38 @@ def roc_loglog(
     title: str,
     claimed_epsilon: float | None = None,
     delta: float = 0.0,
+    band_confidence: float = 0.95,
 ) -> Path:
-    """ROC of the rules 'score ≥ t ⇒ member' on log-log axes.
+    """ROC of the rules 'score ≥ t ⇒ member' on log-log axes, with Clopper–Pearson bands.
 
-    With ``claimed_epsilon``, also the boundary that no attack on an
+    The band at each threshold spans TPR and FPR over their two-sided
+    ``band_confidence`` Clopper–Pearson intervals (pointwise). With
+    ``claimed_epsilon``, also the boundary that no attack on an
     (ε, δ)-DP mechanism can cross: TPR ≤ min(1, e^ε·FPR + δ, 1 − (1 − δ − FPR)/e^ε).
     """
     ins = np.sort(np.asarray(in_scores, dtype=float))
     outs = np.sort(np.asarray(out_scores, dtype=float))
     t = np.unique(np.concatenate([ins, outs]))[::-1]
-    tpr = np.concatenate([[0.0], 1.0 - np.searchsorted(ins, t, side="left") / ins.size])
-    fpr = np.concatenate([[0.0], 1.0 - np.searchsorted(outs, t, side="left") / outs.size])
+    k_in = np.concatenate([[0], ins.size - np.searchsorted(ins, t, side="left")])
+    k_out = np.concatenate([[0], outs.size - np.searchsorted(outs, t, side="left")])
+    tpr, fpr = k_in / ins.size, k_out / outs.size
+    tpr_lo, tpr_hi = _cp_interval(k_in, ins.size, band_confidence)
+    fpr_lo, fpr_hi = _cp_interval(k_out, outs.size, band_confidence)
     floor = 0.5 / max(ins.size, outs.size)
     x = np.geomspace(floor, 1.0, 400)
+
+    def clip(a: np.ndarray) -> np.ndarray:
+        return np.maximum(a, floor)
+
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.step(np.maximum(fpr, floor), np.maximum(tpr, floor), where="post", label="attack (in vs out)")
+    # The band: from the optimistic corner (low FPR, high TPR) to the pessimistic one.
+    band_x = np.concatenate([clip(fpr_lo), clip(fpr_hi)[::-1]])
+    band_y = np.concatenate([clip(tpr_hi), clip(tpr_lo)[::-1]])
+    ax.fill(band_x, band_y, color="tab:blue", alpha=0.15, lw=0,
+            label=f"{band_confidence:.0%} Clopper–Pearson band")
+    ax.step(clip(fpr_hi), clip(tpr_lo), where="post", color="tab:blue", lw=0.8, ls=":",
+            label="lower edge (TPR low, FPR high)")
+    ax.step(clip(fpr), clip(tpr), where="post", color="tab:blue", label="attack (in vs out)")
     if claimed_epsilon is not None:
         e = math.exp(claimed_epsilon)
         bound = np.minimum.reduce([np.ones_like(x), e * x + delta, 1.0 - (1.0 - delta - x) / e])
@@ -83,7 +139,9 @@ def roc_loglog(
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
+    if claimed_epsilon is not None:
+        _caption(fig, ROC_CAPTION)
     return _save(fig, path)
 
 

@@ -41,11 +41,12 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 def run_training(args: argparse.Namespace) -> int:
     """Run the training audit the flags describe; print it; exit code 1 on a violation, else 0."""
-    from dpaudit.cli.output import dumps, write_atomic
+    from dpaudit.cli.output import emit_json
     from dpaudit.data import load_dataset
-    from dpaudit.training.report import write_report
+    from dpaudit.training.report import training_verdict, write_report
     from dpaudit.training.trainer import DEFAULT_LR, DEFAULT_MOMENTUM
     from dpaudit.training.training_audit import DEFAULT_MODELS_AT_ONCE, audit_training, training_config
+    from dpaudit.verdicts import CANNOT_DETECT, INCONCLUSIVE, exit_code
 
     if not getattr(args, "dataset", None):
         raise InputError("--level training needs --dataset (fmnist, fmnist:DIR, mnist:DIR, cifar10:DIR or digits)")
@@ -103,9 +104,10 @@ def run_training(args: argparse.Namespace) -> int:
         valid = "valid for verdict" if e.valid_for_verdict else (e.assumption or "")
         print(f"  {name:16s} eps_lb {e.epsilon_lb:8.4f}  ceiling {e.ceiling:8.4f}  confidence {e.confidence:.4g}  {valid}")
     print()
-    print(("VERDICT: " if result.violation else "verdict: ") + result.summary())
-    if args.json:
-        write_atomic(args.json, dumps(result.to_dict()) + "\n")
+    verdict = training_verdict(result)
+    print(f"verdict: {verdict}: {CANNOT_DETECT} (see the ceilings above)" if verdict == INCONCLUSIVE
+          else f"verdict: {verdict} ({result.summary()})")
+    emit_json(args.json, {**result.to_dict(), "verdict": verdict})
     if args.report:
         write_report(result, args.report)
-    return 1 if result.violation else 0
+    return exit_code(verdict)

@@ -6,8 +6,9 @@ import math
 from pathlib import Path
 
 from dpaudit.cli.output import dumps, write_atomic
-from dpaudit.report.figures import roc_loglog, score_histograms
+from dpaudit.report.figures import ROC_CAPTION, roc_loglog, score_histograms
 from dpaudit.training.training_audit import TrainingAuditResult
+from dpaudit.verdicts import audit_verdict, can_detect
 
 
 def write_json(result: TrainingAuditResult, path: str | Path) -> Path:
@@ -23,11 +24,17 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def training_verdict(result: TrainingAuditResult) -> str:
+    """violation, no violation, or inconclusive when no valid estimator's ceiling exceeds the claim."""
+    return audit_verdict(result.violation, can_detect(
+        (e.ceiling, result.claimed_epsilon) for e in result.estimates.values() if e.valid_for_verdict))
+
+
 def markdown(result: TrainingAuditResult, *, roc: str | None = None, histogram: str | None = None) -> str:
     """The report as Markdown; ``roc``/``histogram`` are figure paths relative to the page."""
     cfg = result.config
     acc = result.accuracy
-    verdict = "**VIOLATION**" if result.violation else "no violation found"
+    verdict = f"**{training_verdict(result)}**"
     lines = [
         f"# Training audit of `{result.mechanism}`",
         "",
@@ -67,7 +74,8 @@ def markdown(result: TrainingAuditResult, *, roc: str | None = None, histogram: 
     if roc or histogram:
         lines += ["", "## Scores", ""]
         if roc:
-            lines.append(f"![ROC of the threshold attack]({roc})")
+            lines += [f"![ROC of the threshold attack]({roc})", "",
+                      f"The shaded band is the 95 % Clopper–Pearson range of the measured curve. {ROC_CAPTION}", ""]
         if histogram:
             lines.append(f"![canary scores]({histogram})")
     return "\n".join(lines) + "\n"

@@ -42,7 +42,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dpaudit import validation
 from dpaudit.audit.estimators import (
@@ -53,6 +52,7 @@ from dpaudit.calibration import calibrate_sigma
 from dpaudit.data.datasets import Dataset, load_dataset
 from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import MechanismFactory
+from dpaudit.progress import Progress, note as progress_note
 from dpaudit.run_config import RunConfig
 from dpaudit.training import models as model_zoo
 from dpaudit.training.canaries import CanaryDesign, make_canaries, membership, model_seed
@@ -409,13 +409,14 @@ def audit_training(
             "seed": seed, "config": config.to_dict(),
         })
         records = store.open()
+        if records:
+            progress_note(f"resumed {len(records)} models from {store.path}", progress)
     todo = [i for i in range(total) if i not in records]
 
     batched = is_batched(factory.cls)
     steps = config.steps
-    bar = tqdm(total=total, initial=total - len(todo), unit=" models", desc="training audit",
-               disable=not progress, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} models [{elapsed}<{remaining}, {rate_fmt}]")
+    bar = Progress("training audit", total=total, initial=total - len(todo), unit="model", enabled=progress,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} models [{elapsed}<{remaining}, {rate_fmt}]")
     trained, train_seconds = 0, 0.0
     try:
         for lo in range(0, len(todo), models_at_once):
@@ -427,8 +428,7 @@ def audit_training(
 
             def on_step(step: int, k: int = len(ids), base: float = done_before) -> None:
                 if step % 10 == 9 or step == steps - 1:
-                    bar.n = base + k * (step + 1) / steps
-                    bar.refresh()
+                    bar.moveto(base + k * (step + 1) / steps)
 
             result = trainer.train(mechs, seeds, memb, on_step=on_step if progress else None)
             chunk = [
@@ -446,10 +446,11 @@ def audit_training(
             records.update((r["model"], r) for r in chunk)
             trained += len(ids)
             train_seconds += result.seconds
-            bar.n = done_before + len(ids)
-            bar.refresh()
-    finally:
-        bar.close()
+            bar.moveto(done_before + len(ids))
+    except BaseException:
+        bar.abandon()
+        raise
+    bar.close()
 
     ins, outs, accuracy = [], [], []
     for i in range(total):
