@@ -1,5 +1,3 @@
-import sys
+from dpaudit.cli.main import run
 
-from dpaudit.cli.main import main
-
-sys.exit(main())
+run()

@@ -358,6 +358,46 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130():
     assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("dpaudit") and "interrupted" in err
 
 
+def test_ctrl_c_swallowed_by_library_code_still_ends_the_process():
+    # An interrupt landing in a third party's `except BaseException` import fallback.
+    code = (
+        "import os, signal, time\n"
+        "import dpaudit.cli.main as m\n"
+        "m._interrupts.GRACE_SECONDS = 0.5\n"
+        "with m._interrupts(lambda: 'dpaudit audit'):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "    except BaseException:\n"
+        "        pass\n"
+        "    time.sleep(60)\n"
+        "print('ran on')\n"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stdout == "", proc
+    assert proc.stderr == "dpaudit audit: interrupted\n"
+    assert time.perf_counter() - t0 < 30
+
+
+def test_interrupt_watchdog_stands_down_once_main_returns():
+    code = (
+        "import os, signal, time\n"
+        "import dpaudit.cli.main as m\n"
+        "m._interrupts.GRACE_SECONDS = 0.5\n"
+        "try:\n"
+        "    with m._interrupts(lambda: 'dpaudit audit'):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "time.sleep(1.5)\n"
+        "print('still here')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "still here\n", proc
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_an_audit_pool_in_one_line(tmp_path):
     results = tmp_path / "runs.jsonl"

@@ -10,7 +10,7 @@ and an interrupt during those imports is caught like any other.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from dpaudit.errors import AccountingError, InputError
 
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dpaudit`` with ``argv`` (default: the process's); return the exit code."""
     prog = "dpaudit"
     try:
-        with _quiet_libraries():
+        with _interrupts(lambda: prog), _quiet_libraries():
             args = build_parser().parse_args(argv)
             prog = f"dpaudit {args.command}"
             return int(args.run(args))
@@ -138,5 +138,67 @@ class _quiet_libraries:
         self._catch.__exit__(*exc)
 
 
+class _interrupts:
+    """Make one Ctrl-C end the process, whatever library code it lands in.
+
+    An interrupt raised inside a third party's import can be swallowed by that
+    library's ``except BaseException`` fallback, and the command would run on
+    as if nothing happened. The handler still raises KeyboardInterrupt (the
+    audits save their finished runs on the way out), and it also starts a
+    watchdog that ends the process if nothing has stopped it a little later.
+    """
+
+    GRACE_SECONDS = 15.0  # room for an audit pool to stop and save its runs
+
+    def __init__(self, prog: Callable[[], str]) -> None:
+        import threading
+
+        self._prog = prog
+        self._finished = threading.Event()  # main() returned: the interrupt was not swallowed
+
+    def __enter__(self) -> None:
+        import signal
+
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread (main() called from a thread): leave it be
+            self._previous = None
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        self._finished.set()
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        import threading
+
+        threading.Thread(target=self._watchdog, daemon=True).start()
+        raise KeyboardInterrupt
+
+    def _watchdog(self) -> None:
+        import os
+
+        if self._finished.wait(self.GRACE_SECONDS):
+            return
+        _one_line(f"{self._prog()}: interrupted")
+        os._exit(130)
+
+
+def run() -> None:
+    """The ``dpaudit`` console command: :func:`main` with the process's argv, then exit."""
+    code = main()
+    if code == 130:
+        # CPython ends a process by SIGINT (status -2, not 130) when an interrupt passed through
+        # a C extension's PyRun_* call, torch's import for one, even though main() caught it.
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
