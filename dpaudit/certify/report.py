@@ -67,7 +67,7 @@ def write_report(result: CertifyResult, path: Path) -> Path:
         measured_lower=result.probe.sigma_hat_lower,
         title=f"{Path(result.spec.split(':')[0]).name}: declared vs measured noise multiplier",
     )
-    verdict = "PASS" if result.passed else "FAIL"
+    verdict = result.verdict.upper()
     parts = [
         f"# dpaudit certify: {verdict}",
         "",

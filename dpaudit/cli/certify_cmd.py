@@ -1,4 +1,8 @@
-"""``dpaudit certify PATH.py[:Class]``: verdict on a user's mechanism. Exit 0 pass, 1 fail, 2 input error."""
+"""``dpaudit certify PATH.py[:Class]``: verdict on a user's mechanism.
+
+Exit codes: 0 pass, 1 fail, 2 input error (including NaN/inf from the
+mechanism), 3 inconclusive (a statistical check could not decide).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 
 from dpaudit import validation
 from dpaudit.audit.mechanism_audit import audit_mechanism
-from dpaudit.certify import certify, default_noise_multiplier
+from dpaudit.certify import certify, default_noise_multiplier, default_sigma_source
 from dpaudit.certify.report import summary_lines, write_report
 from dpaudit.cli.output import dumps, write_atomic
 from dpaudit.probe import N_PARAMS
@@ -14,7 +18,8 @@ from dpaudit.run_config import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("certify", help="verdict on a DPMechanism file: declared vs measured privacy")
+    p = sub.add_parser("certify", help="verdict on a DPMechanism file: declared vs measured privacy",
+                       description=__doc__)
     p.add_argument("mechanism", help="PATH.py[:ClassName] (class DPMechanism by default)")
     p.add_argument("--dataset-size", type=int, required=True, help="N")
     p.add_argument("--batch-size", type=int, required=True, help="expected batch size B (q = B/N)")
@@ -23,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--delta", type=float, required=True, help="the claimed delta, in (0, 1)")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip norm C handed to the mechanism (default 1.0)")
     p.add_argument("--noise-multiplier", type=float, default=None,
-                   help="sigma handed to the mechanism (default: the uniform sigma calibrated by RDP for the budget)")
+                   help="sigma handed to the mechanism (default: the uniform sigma calibrated for the budget)")
     p.add_argument("--n-params", type=int, default=N_PARAMS,
                    help=f"n_params handed to the mechanism (default {N_PARAMS}: the probe's synthetic MLP 64-32-10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probe's synthetic data and draws")
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     validation.open_unit("delta", args.delta)
     if args.noise_multiplier is None:
         sigma = default_noise_multiplier(args.dataset_size, args.batch_size, args.epochs, args.epsilon, args.delta)
-        source = "calibrated by RDP for the budget, so every certifying accountant fits"
+        source = default_sigma_source()
     else:
         sigma = args.noise_multiplier
         source = "given"
@@ -78,4 +83,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"json: {args.json}")
     if args.report:
         print(f"report: {write_report(result, args.report)}")
-    return 0 if result.passed else 1
+    return {"pass": 0, "fail": 1, "inconclusive": 3}[result.verdict]
