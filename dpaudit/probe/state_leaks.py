@@ -69,7 +69,7 @@ CHANNELS = ("noise scale", "clip norm", "output")
 UNCOUPLED_STATES = 12
 UNCOUPLED_DRAWS = 48
 #: Uncoupled check: leak-check steps used (spread over the uncoupled part of the run).
-UNCOUPLED_LEAK_STEPS = 6
+UNCOUPLED_LEAK_STEPS = 4
 #: Uncoupled check: the channels it can measure (the clip norm would need a coupled difference).
 UNCOUPLED_CHANNELS = ("noise scale", "output")
 EXACT, STATE = "exact", "state"
