@@ -26,7 +26,7 @@ from dpaudit.probe.state_leaks import (
     UNCOUPLED_CHANNELS, UNCOUPLED_LEAK_STEPS, LEAK_CANARIES, check_state_leaks, check_state_leaks_uncoupled,
     choose_leak_steps,
 )
-from dpaudit.probe.uncoupled import ShiftMeasurement, pool_shifts, pool_windows, sigma_bounds
+from dpaudit.probe.uncoupled import ShiftMeasurement, pool_over_tensors, pool_shifts, pool_windows, sigma_bounds
 from dpaudit.run_config import RunConfig
 
 _KEEP_COMPARISONS = 6
@@ -274,10 +274,14 @@ class _Probe:
             seeds = fixed_seeds + (None,)
             rec = measure.measure_coupled(caller, None, self.gen, mech, batch, canaries, epoch,
                                           seeds, STATE, n_slots)
+            # Two consecutive calls on a copy draw what the run itself draws at this step and
+            # the next (copies continue the same stream), so each draw also serves the next
+            # step's pair: the pairs overlap, and their pooled variance has the information of
+            # 2/3 of independent pairs (Var of Σ_t (z_t − z_t+1)² is 12 per term, not 8).
             outs = measure.draws(caller, mech, batch.tensors, t, epoch,
-                                 [derive_seed(self.seed, t, 30, i) for i in range(measure.UNCOUPLED_NOISE_DRAWS)],
-                                 STATE, "the batch itself")
-            rec.noise_var, rec.noise_dof = measure.noise_from_draws(caller, outs)
+                                 [derive_seed(self.seed, t, 30, i) for i in range(2)], STATE, "the batch itself")
+            rec.noise_var, dof = measure.noise_from_draws(caller, outs)
+            rec.noise_dof = dof * (2.0 / 3.0)
             self._note("noise was drawn through the mechanism's state: copies share their draws, so "
                        "the sensitivity is exact but the noise level comes from consecutive calls")
             return rec
@@ -362,14 +366,15 @@ class _Probe:
         T = self.T
         sizes = caller.sizes.astype(float)
         s_ref, rel_ref = pool.scales(records)
-        tensors_pooled = measure.pool_noise_over_tensors(records, sizes)
         z_noise = self.budget.z(NOISE_LEVEL, T)
         uncoupled = [r for r in records if r.mode != EXACT]
+        tensors_pooled = False
         if uncoupled:
             steps = [r.step for r in uncoupled]
             scale = np.array([sig_decl[t] * sens_decl[t] for t in steps])
-            var, dof, split = pool_windows(steps, np.stack([r.noise_var for r in uncoupled]),
-                                           np.stack([r.noise_dof for r in uncoupled]), scale)
+            var, dof, tensors_pooled = pool_over_tensors(np.stack([r.noise_var for r in uncoupled]),
+                                                         np.stack([r.noise_dof for r in uncoupled]))
+            var, dof, split = pool_windows(steps, var, dof, scale)
             for r, v, d in zip(uncoupled, var, dof):
                 r.noise_var, r.noise_dof = v, d
             if split:

@@ -453,32 +453,6 @@ def measure_shift_draws(
     return shift, shift_se, valid, outs
 
 
-def pool_noise_over_tensors(records: Sequence[StepRecord], sizes: np.ndarray) -> bool:
-    """Pool each uncoupled step's per-tensor noise variances into one when that fits all steps.
-
-    The test sums, over the uncoupled steps, the chi-square statistic of the
-    log variances around their pooled value ((J − 1) degrees of freedom per
-    step); when p > :data:`POOLING_P_VALUE` every step's variance is replaced
-    by its pooled value with the pooled degrees of freedom. Returns whether it pooled.
-    """
-    from scipy.stats import chi2
-
-    fallback = [r for r in records if r.noise_var is not None and np.all(r.noise_var > 0)]
-    if not fallback or len(sizes) < 2:
-        return False
-    stat = 0.0
-    for r in fallback:
-        pooled = float(np.sum(r.noise_dof * r.noise_var) / np.sum(r.noise_dof))
-        stat += float(np.sum(r.noise_dof / 2 * np.log(r.noise_var / pooled) ** 2))
-    if chi2.sf(stat, (len(sizes) - 1) * len(fallback)) <= POOLING_P_VALUE:
-        return False
-    for r in fallback:
-        total = float(np.sum(r.noise_dof))
-        r.noise_var = np.full_like(r.noise_var, float(np.sum(r.noise_dof * r.noise_var)) / total)
-        r.noise_dof = np.full_like(r.noise_dof, total)
-    return True
-
-
 # ----------------------------------------------------------------------------
 # From records to σ̂
 # ----------------------------------------------------------------------------
