@@ -34,7 +34,7 @@ import torch
 from dpaudit.audit.scenarios import PARAM_SHAPES, SPLIT_ABOVE, SPLIT_BELOW, Scenario
 from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import MechanismFactory, declared_sigma, epoch_of
-from dpaudit.mechanism.robustness import MechanismRaised, input_formats, smallest_accepted_batch
+from dpaudit.mechanism.robustness import MechanismRaised, first_accepted_format, smallest_accepted_batch
 from dpaudit.run_config import RunConfig
 from dpaudit.probe.randomness import Seeder, derive_seed, find_generators
 
@@ -150,8 +150,6 @@ def accepted_input(factory: MechanismFactory, config: RunConfig) -> tuple[tuple,
     Raises:
         InputError: no layout works, or the refused batch is not negligible.
     """
-    notes: list[str] = []
-    first_error = None
 
     def call(mech, shapes, size: int, step: int) -> None:
         norm = config.max_grad_norm / math.sqrt(sum(math.prod(x) for x in shapes))
@@ -173,22 +171,12 @@ def accepted_input(factory: MechanismFactory, config: RunConfig) -> tuple[tuple,
             call(mech, shapes, 4, 0)
             call(mech, shapes, size, 1)
 
-    for shapes, _, what in input_formats(PARAM_SHAPES, (GRAD_DTYPE,)):
-        try:
-            attempt(shapes, 4)
-        except MechanismRaised as exc:
-            first_error = first_error or exc
-            continue
-        if first_error is not None:
-            notes.append(f"the mechanism failed on the audit's first choice of gradients ({first_error}); "
-                         f"the audit used {what}")
-        break
-    else:
-        raise first_error
+    shapes, _, _, note = first_accepted_format(PARAM_SHAPES, (GRAD_DTYPE,), lambda x, _: attempt(x, 4))
+    notes = [note] if note else []
     size, refused = smallest_accepted_batch(lambda k: attempt(shapes, k), config, str(factory.path))
     if refused is not None:
-        notes.append(refused.note().replace("every measurement was made", "every audit world was played")
-                     + f" (every batch gets at least {size} zero-gradient example(s), in both worlds alike)")
+        notes.append(refused.note(f"every batch of every audit world gets at least {size} zero-gradient "
+                                  "example(s) when the others' sample is smaller, in both worlds alike"))
     return tuple(shapes), size, notes
 
 

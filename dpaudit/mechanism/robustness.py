@@ -75,11 +75,11 @@ class RefusedInput:
     def negligible(self, delta: float) -> bool:
         return self.log_probability < math.log(NEGLIGIBLE_SHARE_OF_DELTA * delta)
 
-    def note(self) -> str:
+    def note(self, consequence: str = "every measurement was made without such batches") -> str:
         return (
             f"robustness: the mechanism fails on {self.what} ({self.error}); the run produces one with "
             f"probability {format_probability(self.log_probability)} over all its steps, which is "
-            f"negligible, so every measurement was made without such batches"
+            f"negligible, so {consequence}"
         )
 
 
@@ -148,6 +148,31 @@ def input_formats(shapes: Sequence[tuple[int, ...]], dtypes: Sequence) -> list[t
             name = str(dtype).replace("torch.", "")
             out.append((layout, dtype, f"{name} gradients, {what} ({', '.join(map(str, layout))})"))
     return out
+
+
+def first_accepted_format(
+    shapes: Sequence[tuple[int, ...]], dtypes: Sequence, attempt: Callable[[tuple, object], None]
+) -> tuple[tuple, object, str, str | None]:
+    """The first layout of :func:`input_formats` that ``attempt(shapes, dtype)`` accepts.
+
+    ``attempt`` raises :class:`MechanismRaised` when the mechanism refuses the
+    layout. Returns ``(shapes, dtype, description, note)``; the note says what
+    was refused when it is not the first choice.
+
+    Raises:
+        InputError: the first layout's error, when every layout is refused.
+    """
+    first_error = None
+    for layout, dtype, what in input_formats(shapes, dtypes):
+        try:
+            attempt(layout, dtype)
+        except MechanismRaised as exc:
+            first_error = first_error or exc
+            continue
+        note = None if first_error is None else (
+            f"the mechanism failed on the first choice of gradients ({first_error}); it was given {what}")
+        return layout, dtype, what, note
+    raise first_error
 
 
 def _plural(n: int) -> str:

@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dpaudit.mechanism.loader import declared_sensitivity, declared_sigma, epoch_of
-from dpaudit.mechanism.robustness import MechanismRaised, input_formats, smallest_accepted_batch
+from dpaudit.mechanism.robustness import MechanismRaised, first_accepted_format, smallest_accepted_batch
 from dpaudit.probe import measure
 from dpaudit.probe.calls import Caller, checksum, source_of
 from dpaudit.probe.confidence import (
@@ -148,24 +148,18 @@ class _Probe:
         with as many parameters are tried before its error is reported (a
         wrongly shaped or non-finite output is reported at once).
         """
-        first_error = None
         cfg = self.config
-        for shapes, dtype, what in input_formats(self.shapes, (GRAD_DTYPE, torch.float32)):
+
+        def first_call(shapes, dtype) -> None:
             gen = SyntheticGradients(cfg, shapes, seed=self.seed, empty_step=-1, dtype=dtype)
             mech = self.new_mechanism()
             caller = Caller(source, shapes, Seeder(find_generators(mech)))
-            try:
-                caller.on_copy(mech, gen.batch(0).tensors, 0, epoch_of(0, cfg), self.seed, "the first batch")
-            except MechanismRaised as exc:
-                first_error = first_error or exc
-                continue
-            if first_error is not None:
-                self._note(f"the mechanism failed on the probe's first choice of gradients ({first_error}); "
-                           f"it was probed with {what}")
-            self.shapes, self.dtype, self.input_format = shapes, dtype, what
-            break
-        else:
-            raise first_error
+            caller.on_copy(mech, gen.batch(0).tensors, 0, epoch_of(0, cfg), self.seed, "the first batch")
+
+        self.shapes, self.dtype, self.input_format, note = first_accepted_format(
+            self.shapes, (GRAD_DTYPE, torch.float32), first_call)
+        if note:
+            self._note(note)
 
         def attempt(size: int) -> None:
             gen = SyntheticGradients(cfg, self.shapes, seed=self.seed, empty_step=-1, dtype=self.dtype)

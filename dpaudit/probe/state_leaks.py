@@ -118,6 +118,16 @@ def choose_leak_steps(total_steps: int, count: int) -> tuple[int, ...]:
     return tuple(s for s in steps if 0 <= s <= last)
 
 
+def _variants(gen: SyntheticGradients, batch: Batch) -> list[tuple[str, Any, np.ndarray | None]]:
+    """The batch itself, then the batch plus each of :data:`LEAK_CANARIES` (name, tensors, direction)."""
+    canaries = {c.name: c for c in gen.canaries(batch)}
+    return [("", batch.tensors, None)] + [
+        (name, gen.neighbour(batch, canaries[name], fresh=True),
+         canaries[name].direction(batch).double().numpy())
+        for name in LEAK_CANARIES
+    ]
+
+
 def _fingerprints(caller: Caller, state: Any, e: Batch, e_huge, epoch: int, seeds,
                   shared: bool) -> tuple[float, float, np.ndarray]:
     t = e.step
@@ -153,11 +163,7 @@ def check_state_leaks(
     """
     t = batch.step
     shared = mode == STATE
-    canaries = {c.name: c for c in gen.canaries(batch)}
-    variants = [("", batch.tensors, None)] + [
-        (name, gen.neighbour(batch, canaries[name], fresh=True), canaries[name].direction(batch).numpy())
-        for name in LEAK_CANARIES
-    ]
+    variants = _variants(gen, batch)
     huge_next = gen.canaries(next_batch)[0]
     e_huge = gen.neighbour(next_batch, huge_next, fresh=True)
     fp_seeds = (derive_seed(seed, t, 40), derive_seed(seed, t, 41))
@@ -237,11 +243,7 @@ def check_state_leaks_uncoupled(
     size = max(gen.min_batch, 1)
     small = gen.small(batch, min(size, batch.size))
     following = gen.small(next_batch, min(size, next_batch.size))
-    canaries = {c.name: c for c in gen.canaries(small)}
-    variants = [("", small.tensors, None)] + [
-        (name, gen.neighbour(small, canaries[name], fresh=True), canaries[name].direction(small))
-        for name in LEAK_CANARIES
-    ]
+    variants = _variants(gen, small)
     n = float(np.sum(caller.sizes))
     log_scale = np.zeros((len(variants), UNCOUPLED_STATES))
     means = np.zeros((len(variants), UNCOUPLED_STATES, int(n)))
@@ -270,8 +272,7 @@ def check_state_leaks_uncoupled(
     findings, undecided = [], []
     for v in range(1, len(variants)):
         name, _, direction = variants[v]
-        u = direction.double().numpy()
-        unit = u / max(float(np.linalg.norm(u)), 1e-300)
+        unit = direction / max(float(np.linalg.norm(direction)), 1e-300)
         out_size = float(np.mean(np.linalg.norm(means[0], axis=1)))
         channels = (
             ("noise scale", log_scale[0], log_scale[v], meas_log, 1.0),
