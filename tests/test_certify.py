@@ -246,12 +246,15 @@ def test_cli_input_errors(tmp_path, source, message):
     assert message.lower() in lines[0].lower()
 
 
-def test_cli_inconclusive_exit_code_3_and_help(tmp_path):
-    """σ = 3 with noise the probe cannot couple: 6,400 draws per side cannot pin σ̂ within the tolerance."""
-    proc = run_cli(str(ROOT / "tests" / "conformance" / "numpy_unseeded.py"), *RUN, "--noise-multiplier", "3",
-                   "--json", str(tmp_path / "c.json"))
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "verdict: inconclusive" in proc.stdout and "could not decide: noise level" in proc.stdout
+def test_cli_inconclusive_exit_code_3_and_help(tmp_path, reproducible_entropy, capsys):
+    """σ = 10 with noise the probe cannot couple: 6,400 draws per side cannot pin σ̂ within the tolerance
+    (undecided in about 95 % of entropy seeds; the fixture makes this one repeatable)."""
+    reproducible_entropy(0)
+    code = main(["certify", str(ROOT / "tests" / "conformance" / "numpy_unseeded.py"), *RUN,
+                 "--noise-multiplier", "10", "--json", str(tmp_path / "c.json"), "--audit", "none", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "verdict: inconclusive" in out and "could not decide: noise level" in out
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["verdict"] == "inconclusive" and data["measured"]["undecided"]
     help_text = subprocess.run([sys.executable, "-m", "dpaudit", "certify", "--help"],

@@ -3,16 +3,14 @@
 Every file in tests/conformance/ states ``EXPECTED VERDICT:`` and why. The
 mechanisms whose randomness the probe cannot couple (fresh numpy entropy, OS
 entropy) and the one that carries its own generator in its state are judged
-over several probe seeds. Their "fresh entropy" is made reproducible here by
-replacing ``numpy.random.default_rng()`` and ``os.urandom`` with a counter
-seeded per test: every call still gets new, uncoupled draws, exactly as the
-probe sees real entropy, but a failing seed can be rerun.
+over several probe seeds. Their "fresh entropy" is made reproducible by the
+``reproducible_entropy`` fixture (tests/conftest.py): every call still gets
+new, uncoupled draws, exactly as the probe sees real entropy, but a failing
+seed can be rerun.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 from pathlib import Path
 
@@ -79,23 +77,13 @@ def config() -> RunConfig:
     return RunConfig(N, B, E, EPS, DELTA, default_noise_multiplier(N, B, E, EPS, DELTA), 1.0, N_PARAMS)
 
 
-def reproducible_entropy(monkeypatch, seed: int) -> None:
-    """Fresh entropy for every call, from a counter: uncoupled draws that a rerun repeats."""
-    real = np.random.default_rng
-    counter = itertools.count()
-    monkeypatch.setattr(np.random, "default_rng",
-                        lambda s=None: real([seed, next(counter)] if s is None else s))
-    source = real([seed, 2**32])
-    monkeypatch.setattr(os, "urandom", lambda n: source.bytes(n))
-
-
 CASES = [(name, seed) for name in FILES for seed in ((0, 1) if name in RANDOM else (0,))]
 
 
 @pytest.mark.parametrize("name, seed", CASES, ids=[f"{n}-seed{s}" for n, s in CASES])
-def test_certify_verdict(name, seed, config, monkeypatch):
+def test_certify_verdict(name, seed, config, reproducible_entropy):
     if name in RANDOM:
-        reproducible_entropy(monkeypatch, seed)
+        reproducible_entropy(seed)
     path = FILES[name]
     result = certify(str(path), config, seed=seed, progress=False)
     assert result.verdict == expected_verdict(path), result.reasons
