@@ -58,14 +58,19 @@ class ErrorBudget:
         return float(norm.isf(self.alpha(check, tests) / 2.0))
 
 
-def agrees_with_declared(lower: np.ndarray, declared: np.ndarray) -> np.ndarray:
-    """The one tolerance rule: σ̂'s lower limit is at least (1 − SIGMA_TOLERANCE) times the declared σ."""
-    return np.asarray(lower) >= (1.0 - SIGMA_TOLERANCE) * np.asarray(declared)
-
-
 def below_declared(upper: np.ndarray, declared: np.ndarray) -> np.ndarray:
     """σ̂ is shown below the declared σ: even its upper limit is."""
     return np.asarray(upper) < np.asarray(declared)
+
+
+def agrees_with_declared(lower: np.ndarray, upper: np.ndarray, declared: np.ndarray) -> np.ndarray:
+    """The one tolerance rule: not below the declared σ, and σ̂'s lower limit within the tolerance of it.
+
+    Every step is exactly one of: below (:func:`below_declared`), agreeing, or
+    undecided (neither).
+    """
+    lower_ok = np.asarray(lower) >= (1.0 - SIGMA_TOLERANCE) * np.asarray(declared)
+    return lower_ok & ~below_declared(upper, declared)
 
 
 def lower_upper(value: float, rel_se: float, z: float) -> tuple[float, float]:

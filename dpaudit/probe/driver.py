@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable
@@ -15,8 +16,7 @@ from dpaudit.mechanism.robustness import MechanismRaised, first_accepted_format,
 from dpaudit.probe import measure
 from dpaudit.probe.calls import Caller, checksum, source_of
 from dpaudit.probe.confidence import (
-    BATCH, DEFAULT_CONFIDENCE, NOISE_LEVEL, SENSITIVITY, SIGMA_TOLERANCE, ErrorBudget, agrees_with_declared,
-    below_declared, lower_upper,
+    BATCH, DEFAULT_CONFIDENCE, NOISE_LEVEL, SENSITIVITY, SIGMA_TOLERANCE, ErrorBudget, lower_upper,
 )
 from dpaudit.probe.gradients import CANARY_NAMES, GRAD_DTYPE, PARAM_SHAPES, SyntheticGradients
 from dpaudit.probe.measure import EXACT, NONE, STATE, BATCH_RATIO_RTOL, StepRecord
@@ -91,7 +91,6 @@ class _Probe:
         self.T = config.steps
         self.leak_steps = choose_leak_steps(self.T, leak_check_steps)
         self.notes: list[str] = []
-        self.undecided: list[str] = []
         self.robustness: list[str] = []
         self.defeated: str | None = None
         self.leaks = []
@@ -470,19 +469,8 @@ class _Probe:
                            f"{measure.SHIFT_DRAWS} draws per side at {len(self.shifts)} spread steps "
                            f"({', '.join(map(str, sorted(s.step for s in self.shifts)))}); the other steps "
                            "share it")
-        undecided = list(self.undecided)
-        open_steps = np.flatnonzero(~agrees_with_declared(lower, sig_decl) & ~below_declared(upper, sig_decl))
-        if open_steps.size:
-            w = int(open_steps[np.argmin(lower[open_steps] / sig_decl[open_steps])])
-            undecided.append(
-                f"noise level: at {open_steps.size} of {T} steps the measurement cannot tell σ̂ from the "
-                f"declared sigma within the {SIGMA_TOLERANCE:.0%} tolerance (e.g. step {w}: declared "
-                f"{sig_decl[w]:.4g}, measured {sigma_hat[w]:.4g}, {self.budget.confidence:g} limits "
-                f"[{lower[w]:.4g}, {upper[w]:.4g}])"
-            )
         leak_check, leak_undecided = self._leak_summary()
-        undecided.extend(leak_undecided)
-        return ProbeResult(
+        result = ProbeResult(
             steps=T,
             sample_rate=self.config.sample_rate,
             param_shapes=self.shapes,
@@ -503,7 +491,6 @@ class _Probe:
             leak_check=leak_check,
             batch_size_dependence=dependence,
             notes=tuple(self.robustness + self.notes),
-            undecided=tuple(undecided),
             robustness=tuple(self.robustness),
             confidence=self.budget.confidence,
             input_format=self.input_format,
@@ -511,6 +498,17 @@ class _Probe:
             seconds=seconds,
             calls=caller.calls,
         )
+        open_steps = result.undecided_steps()
+        noise_undecided = []
+        if open_steps.size:
+            w = int(open_steps[np.argmin(lower[open_steps] / sig_decl[open_steps])])
+            noise_undecided.append(
+                f"noise level: at {open_steps.size} of {T} steps the measurement cannot tell σ̂ from the "
+                f"declared sigma within the {SIGMA_TOLERANCE:.0%} tolerance (e.g. step {w}: declared "
+                f"{sig_decl[w]:.4g}, measured {sigma_hat[w]:.4g}, {self.budget.confidence:g} limits "
+                f"[{lower[w]:.4g}, {upper[w]:.4g}])"
+            )
+        return dataclasses.replace(result, undecided=tuple(noise_undecided + leak_undecided))
 
     def _leak_summary(self) -> tuple[str, list[str]]:
         """The leak check's one-line description, and what it left undecided."""

@@ -133,11 +133,8 @@ class ProbeResult:
 
     # ----- the one tolerance rule --------------------------------------------
     def agrees(self) -> np.ndarray:
-        """Steps whose σ̂ cannot be told below the declared σ_t beyond the tolerance.
-
-        The lower confidence limit is at least (1 − :data:`SIGMA_TOLERANCE`)·σ_t.
-        """
-        return agrees_with_declared(self.sigma_hat_lower, self.declared_sigma)
+        """Per step: σ̂ is not shown below σ_t and its lower limit is at least (1 − :data:`SIGMA_TOLERANCE`)·σ_t."""
+        return agrees_with_declared(self.sigma_hat_lower, self.sigma_hat_upper, self.declared_sigma)
 
     def understated_steps(self) -> np.ndarray:
         """Steps whose σ̂ is below the declared σ_t: even its upper confidence limit is."""
