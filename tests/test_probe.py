@@ -435,6 +435,7 @@ def test_state_mode_long_run_is_not_failed_by_chance():
     factory = MechanismFactory.load(str(CONFORMANCE / "state_counter_rng.py"), config)
     result = probe_mechanism(factory.new, config, progress=False, leak_check_steps=4)
     assert result.steps == 2000 and "ignore the seed" in result.coupling
+    assert result.leak_check.startswith("done") and "shared through the state" in result.leak_check
     assert np.all(result.sigma_hat_lower <= SIGMA) and np.all(SIGMA <= result.sigma_hat_upper)
     assert result.agrees().all() and result.undecided == () and result.leaks == ()
     # Pooled over windows: the limits are tight although each step has only four draws.
