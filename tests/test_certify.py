@@ -246,6 +246,7 @@ def test_cli_input_errors(tmp_path, source, message):
     assert message.lower() in lines[0].lower()
 
 
+@pytest.mark.slow
 def test_cli_inconclusive_exit_code_3_and_help(tmp_path, reproducible_entropy, capsys):
     """σ = 10 with noise the probe cannot couple: 6,400 draws per side cannot pin σ̂ within the tolerance
     (undecided in about 95 % of entropy seeds; the fixture makes this one repeatable)."""

@@ -77,10 +77,14 @@ def config() -> RunConfig:
     return RunConfig(N, B, E, EPS, DELTA, default_noise_multiplier(N, B, E, EPS, DELTA), 1.0, N_PARAMS)
 
 
-CASES = [(name, seed) for name in FILES for seed in ((0, 1) if name in RANDOM else (0,))]
+# Uncoupled draws cost thousands of calls (about 10 s each): marked slow, still run in CI.
+CASES = [
+    pytest.param(name, seed, id=f"{name}-seed{seed}", marks=[pytest.mark.slow] if name in RANDOM else [])
+    for name in FILES for seed in ((0, 1) if name in RANDOM else (0,))
+]
 
 
-@pytest.mark.parametrize("name, seed", CASES, ids=[f"{n}-seed{s}" for n, s in CASES])
+@pytest.mark.parametrize("name, seed", CASES)
 def test_certify_verdict(name, seed, config, reproducible_entropy):
     if name in RANDOM:
         reproducible_entropy(seed)

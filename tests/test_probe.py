@@ -408,6 +408,7 @@ def test_numpy_global_generator_is_coupled():
     assert_sigma_matches(result)
 
 
+@pytest.mark.slow
 def test_unreachable_randomness_falls_back_to_repeated_draws():
     result = probe_class(ModuleGenerator, leak_check_steps=8)
     assert result.coupling.startswith("defeated:") and not result.coupled.any()

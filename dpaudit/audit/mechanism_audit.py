@@ -44,10 +44,10 @@ from dpaudit import validation
 from dpaudit.accountants import ACCOUNTANTS
 from dpaudit.audit import estimators
 from dpaudit.audit.estimators import EstimateResult
+from dpaudit.audit.gradient_game import accepted_input
 from dpaudit.audit.runner import (
     MAIN, REF, Job, ResultsFile, execute, held_out, run_seed, time_per_step,
 )
-from dpaudit.audit.gradient_game import accepted_input
 from dpaudit.audit.scenarios import (
     LARGER_SIZES, RUN_EMPTY, RUN_ZERO, SCENARIO_NAMES, WORST_CASES, Scenario, adapted, resized, run_scenarios,
     worst_case_scenarios,
