@@ -1,4 +1,4 @@
-"""Test-suite configuration: which tests the quick subset (``pytest -m "not slow"``) leaves out.
+"""Test-suite configuration: shared fixtures, and which tests the quick subset (``pytest -m "not slow"``) leaves out.
 
 Tests are marked ``slow`` with ``@pytest.mark.slow`` in their files; the ones
 listed here took 4 s or more in a full run (``python -m pytest -n 2
@@ -10,6 +10,10 @@ decorators can move into those files once that work has landed).
 
 from __future__ import annotations
 
+import itertools
+import os
+
+import numpy as np
 import pytest
 
 #: file -> test functions (every parameter set) that are slow.
@@ -79,3 +83,24 @@ def pytest_collection_modifyitems(config, items):
         name = getattr(item, "originalname", None) or item.name
         if (f"{item.cls.__name__}::{name}" if item.cls else name) in SLOW.get(item.path.name, ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def reproducible_entropy(monkeypatch):
+    """``seed -> None``: fresh entropy for every call, from a counter, so that a rerun repeats it.
+
+    Replaces ``numpy.random.default_rng()`` (without a seed) and ``os.urandom``:
+    every call still gets new draws that no seed the probe sets reaches (its
+    coupling stays defeated, as with real entropy), but a failing test can be
+    rerun.
+    """
+
+    def use(seed: int) -> None:
+        real = np.random.default_rng
+        counter = itertools.count()
+        monkeypatch.setattr(np.random, "default_rng",
+                            lambda s=None: real([seed, next(counter)] if s is None else s))
+        source = real([seed, 2**32])
+        monkeypatch.setattr(os, "urandom", lambda n: source.bytes(n))
+
+    return use

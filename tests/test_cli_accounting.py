@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import subprocess
 import sys
 
@@ -145,6 +146,30 @@ def test_sigma_text(capsys):
     assert rc == 0
     assert "sigma:" in out and "<= target 2" in out
     assert "warning" in out and "under-state" in out  # GDP is an approximation
+
+
+def test_sigma_is_printed_rounded_up(capsys):
+    """The PRV σ for the default run is 0.6513683…: rounding to nearest would print 0.651368, below it."""
+    rc, out, _ = cli(capsys, "sigma", "--epsilon", "3", "--delta", "1e-5", *EPOCHS, "--no-progress")
+    assert rc == 0
+    shown = re.search(r"^sigma: ([0-9.]+)", out, re.M).group(1)
+    full = calibrate_sigma(3.0, 1e-5, 256 / 60000, 1170, accountant="prv").sigma
+    assert len(shown.split(".")[1]) <= 6 and float(shown) >= full and float(shown) - full < 1e-6
+    assert f"sigma={shown}," in out  # the run line shows the same rounded-up σ
+    eps = get_accountant("prv").epsilon(Schedule.from_epochs(float(shown), 60000, 256, 5), 1e-5).epsilon
+    assert eps <= 3.0
+
+
+def test_sigma_gdp_json_is_marked_approximate(capsys):
+    rc, out, _ = cli(capsys, "sigma", "--epsilon", "3", "--delta", "1e-5", *EPOCHS, "--accountant", "gdp",
+                     "--json", "--no-progress")
+    data = json.loads(out)
+    assert rc == 0 and data["approximate"] is True and "under-state" in data["warning"]
+    # The warning is earned: PLD (a certified upper bound) puts this sigma above the target.
+    assert get_accountant("pld").epsilon(Schedule.from_epochs(data["sigma"], 60000, 256, 5), 1e-5).epsilon > 3.0
+    rc, out, _ = cli(capsys, "sigma", "--epsilon", "3", "--delta", "1e-5", *EPOCHS, "--accountant", "pld",
+                     "--json", "--no-progress")
+    assert "approximate" not in json.loads(out)
 
 
 def test_sigma_schedule_file(capsys, tmp_path):

@@ -256,14 +256,34 @@ def test_mechanism_that_crashes_is_named(tmp_path):
             def __init__(self, **kw):
                 pass
             def clip_and_noise(self, g, step, epoch):
-                if g[0].shape[0] == 0:
-                    raise ZeroDivisionError("empty batch")
+                if step == 3:
+                    raise ZeroDivisionError("late failure")
                 return [x.sum(0) for x in g]
             def get_effective_sigma(self, step, epoch):
                 return 1.0
     '''))
-    with pytest.raises(InputError, match=r"crash.py: scenario full-batch-empty, step \d+ \(batch of 0\).*ZeroDivisionError"):
+    with pytest.raises(InputError, match=r"crash.py: scenario full-batch-empty, step 3 \(batch of \d\).*ZeroDivisionError"):
         audit(str(path), small_run(2.0), runs=20, scenarios=["full-batch-empty"])
+
+
+def test_empty_batch_refusal_on_a_run_that_produces_empty_batches_is_an_error(tmp_path):
+    """N·q = 4: an empty batch has probability e^-4 per step, so refusing it is not a robustness note."""
+    path = tmp_path / "no_empty.py"
+    path.write_text(textwrap.dedent('''
+        class DPMechanism:
+            def __init__(self, **kw):
+                pass
+            def clip_and_noise(self, g, step, epoch):
+                if g[0].shape[0] == 0:
+                    raise ValueError("empty batch")
+                return [x.sum(0) for x in g]
+            def get_effective_sigma(self, step, epoch):
+                return 1.0
+    '''))
+    config = RunConfig(dataset_size=400, batch_size=4, epochs=1, epsilon=2.0, delta=DELTA, noise_multiplier=1.0)
+    with pytest.raises(InputError, match=r"no_empty.py: .*ValueError: empty batch on a batch of 0 examples; "
+                                         r"your run .* produces one with probability"):
+        audit(str(path), config, runs=20, scenarios=[RUN_ZERO])
 
 
 # ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dpaudit.probe.state_leaks import choose_leak_steps
 from dpaudit.run_config import RunConfig
 
 MECHANISMS = Path(__file__).resolve().parent.parent / "mechanisms"
+CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 SIGMA = 0.6519
 SMALL = RunConfig(dataset_size=3000, batch_size=32, epochs=1, epsilon=3.0, delta=1e-5,
                   noise_multiplier=SIGMA, n_params=N_PARAMS)
@@ -204,6 +205,12 @@ class RaisesLate(Gaussian):
         if step == 5:
             raise ZeroDivisionError("late failure")
         return super().clip_and_noise(grads, step, epoch)
+
+
+class NaNLate(Gaussian):
+    def clip_and_noise(self, grads, step, epoch):
+        out = super().clip_and_noise(grads, step, epoch)
+        return [o * float("nan") for o in out] if step == 5 else out
 
 
 class WrongShape(Gaussian):
@@ -401,19 +408,39 @@ def test_numpy_global_generator_is_coupled():
     assert_sigma_matches(result)
 
 
+@pytest.mark.slow
 def test_unreachable_randomness_falls_back_to_repeated_draws():
     result = probe_class(ModuleGenerator, leak_check_steps=8)
     assert result.coupling.startswith("defeated:") and not result.coupled.any()
     assert "cannot seed" in result.coupling
-    assert result.leak_check.startswith("skipped")
+    # The leak check ran statistically instead of being skipped.
+    assert result.leak_check.startswith("done") and "independent draws" in result.leak_check
     se = result.sigma_hat_rel_se
-    assert np.all(se > 0.01)  # estimates, with their uncertainty
-    assert np.all(result.sigma_hat_lower < result.sigma_hat)
-    # A plain Gaussian mechanism: σ within the estimates' confidence range.
-    assert np.all(result.sigma_hat_lower <= SIGMA)
-    assert abs(np.median(result.sigma_ratio) - 1.0) < 3 * np.median(se)
-    # Accounting uses the lower confidence limit.
-    assert np.allclose(result.measured_schedule(SMALL).per_step()[0], result.sigma_hat_lower)
+    assert np.all(se > 0.005)  # estimates, with their uncertainty
+    assert np.all(result.sigma_hat_lower < result.sigma_hat) and np.all(result.sigma_hat < result.sigma_hat_upper)
+    # A plain Gaussian mechanism: σ inside the family-wise limits at every step, and a decision.
+    assert np.all(result.sigma_hat_lower <= SIGMA) and np.all(SIGMA <= result.sigma_hat_upper)
+    assert result.agrees().all() and result.undecided == ()
+    # Steps that agree enter the measured schedule with their declared σ.
+    assert np.allclose(result.measured_schedule(SMALL).per_step()[0], SIGMA)
+
+
+@pytest.mark.slow
+def test_state_mode_long_run_is_not_failed_by_chance():
+    """Per-call draws carried in the state (mode "state") over 2,000 steps: noise levels pooled over
+    windows and family-wise limits keep a correct mechanism from failing at some step by chance
+    (tested alone at 4 standard errors each, 2,000 steps would fail it about 6 % of the time, and
+    20,000 steps, the run docs/certify.md records, half the time)."""
+    config = RunConfig(dataset_size=32000, batch_size=16, epochs=1, epsilon=3.0, delta=1e-5,
+                       noise_multiplier=SIGMA, n_params=N_PARAMS)
+    factory = MechanismFactory.load(str(CONFORMANCE / "state_counter_rng.py"), config)
+    result = probe_mechanism(factory.new, config, progress=False, leak_check_steps=4)
+    assert result.steps == 2000 and "ignore the seed" in result.coupling
+    assert result.leak_check.startswith("done") and "shared through the state" in result.leak_check
+    assert np.all(result.sigma_hat_lower <= SIGMA) and np.all(SIGMA <= result.sigma_hat_upper)
+    assert result.agrees().all() and result.undecided == () and result.leaks == ()
+    # Pooled over windows: the limits are tight although each step has only four draws.
+    assert np.max(result.sigma_hat_upper / result.sigma_hat_lower) < 1.05
 
 
 def test_probe_restores_global_random_state_and_threads():
@@ -440,9 +467,15 @@ def test_mechanism_editing_its_input_in_place_is_measured_correctly():
 # ----------------------------------------------------------------------------
 # Errors
 # ----------------------------------------------------------------------------
-def test_nan_on_an_empty_batch_names_the_step():
-    with pytest.raises(InputError, match=r"step \d+ .*batch of 0 examples.*NaN"):
-        probe_class(RealisedMeanNaN, leak_check_steps=0)
+def test_nan_on_an_empty_batch_is_a_robustness_note():
+    result = probe_class(RealisedMeanNaN, leak_check_steps=2)
+    assert result.empty_step == -1 and result.batch_sizes.min() > 0
+    (note,) = result.robustness
+    assert "a batch of 0 examples" in note and "NaN" in note and "negligible" in note
+    assert note in result.notes
+    # NaN on a batch the run does produce is still an input error naming the step.
+    with pytest.raises(InputError, match=r"step 5 .*batch of \d+ examples.*NaN"):
+        probe_class(NaNLate, leak_check_steps=0)
 
 
 def test_exception_names_the_step_and_the_cause():

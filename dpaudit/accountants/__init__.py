@@ -25,8 +25,8 @@ ACCOUNTANTS: dict[str, Accountant] = {
     "gdp": GdpAccountant(),
 }
 
-# The accountants whose ε is an upper bound under every schedule; a verdict
-# needs all of them (GDP's CLT value can under-state ε).
+# The accountants whose ε is an upper bound under every schedule, so any one of
+# them within a budget proves it (GDP's CLT value can under-state ε).
 CERTIFYING = ("rdp", "pld", "prv")
 
 

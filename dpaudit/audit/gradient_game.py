@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dpaudit.audit.scenarios import SPLIT_ABOVE, SPLIT_BELOW, Scenario
+from dpaudit.audit.scenarios import PARAM_SHAPES, SPLIT_ABOVE, SPLIT_BELOW, Scenario
 from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import MechanismFactory, declared_sigma, epoch_of
+from dpaudit.mechanism.robustness import MechanismRaised, first_accepted_format, smallest_accepted_batch
+from dpaudit.run_config import RunConfig
 from dpaudit.probe.randomness import Seeder, derive_seed, find_generators
 
 #: dtype of the per-sample gradients handed to the mechanism (what real training produces).
@@ -110,9 +112,8 @@ class _Batches:
         return out
 
 
-def _flatten_output(out: Any, scenario: Scenario, where) -> np.ndarray:
+def _flatten_output(out: Any, shapes: tuple[tuple[int, ...], ...], where) -> np.ndarray:
     """The released tensors as one float64 vector; ``where()`` names the call in errors."""
-    shapes = scenario.param_shapes
     if not isinstance(out, (list, tuple)) or len(out) != len(shapes):
         raise InputError(
             f"{where()}: clip_and_noise must return a list of {len(shapes)} tensors "
@@ -129,7 +130,54 @@ def _flatten_output(out: Any, scenario: Scenario, where) -> np.ndarray:
                 f"expected {tuple(shape)}"
             )
         parts.append(o.detach().reshape(-1))
-    return torch.cat(parts).to(dtype=torch.float64, device="cpu").numpy()
+    flat = torch.cat(parts).to(dtype=torch.float64, device="cpu").numpy()
+    if not np.isfinite(flat).all():
+        bad = int(np.flatnonzero(~np.isfinite(flat))[0])
+        kind = "NaN" if np.isnan(flat[bad]) else "inf"
+        raise InputError(f"{where()}: clip_and_noise returned {kind} (flat index {bad} of the output)")
+    return flat
+
+
+def accepted_input(factory: MechanismFactory, config: RunConfig) -> tuple[tuple, int, list[str]]:
+    """The gradient layout and smallest batch the mechanism accepts, and notes on what it refused.
+
+    Tries the audit's layout (:data:`PARAM_SHAPES`, float32) on a batch of
+    examples of norm C, then the other layouts of
+    :func:`~dpaudit.mechanism.robustness.input_formats`; then the smallest
+    batch (0, 1, …) it accepts. A refused small batch the user's run
+    practically never produces is a note; one it does produce is an error.
+
+    Raises:
+        InputError: no layout works, or the refused batch is not negligible.
+    """
+
+    def call(mech, shapes, size: int, step: int) -> None:
+        norm = config.max_grad_norm / math.sqrt(sum(math.prod(x) for x in shapes))
+        grads = [torch.full((size, *x), norm, dtype=GRAD_DTYPE) for x in shapes]
+
+        def where() -> str:
+            return f"{factory.path}: step {step} (batch of {size})"
+
+        try:
+            out = mech.clip_and_noise(grads, step, epoch_of(step, config))
+        except Exception as exc:  # the mechanism's own failure: name it
+            raise MechanismRaised(f"{where()}: clip_and_noise raised {type(exc).__name__}: {exc}") from exc
+        _flatten_output(out, tuple(shapes), where)
+
+    def attempt(shapes, size: int) -> None:
+        call(factory.new(), shapes, size, 0)
+        if config.steps > 1:  # also after a first step, as a run would meet it
+            mech = factory.new()
+            call(mech, shapes, 4, 0)
+            call(mech, shapes, size, 1)
+
+    shapes, _, _, note = first_accepted_format(PARAM_SHAPES, (GRAD_DTYPE,), lambda x, _: attempt(x, 4))
+    notes = [note] if note else []
+    size, refused = smallest_accepted_batch(lambda k: attempt(shapes, k), config, str(factory.path))
+    if refused is not None:
+        notes.append(refused.note(f"every batch of every audit world gets at least {size} zero-gradient "
+                                  "example(s) when the others' sample is smaller, in both worlds alike"))
+    return tuple(shapes), size, notes
 
 
 def play(
@@ -166,6 +214,8 @@ def play(
         k_zero = n_zero if full else int(rng.binomial(n_zero, q))
         k_above = n_above if full else int(rng.binomial(n_above, q))
         k_below = n_below if full else int(rng.binomial(n_below, q))
+        # Fill up a sample smaller than the mechanism accepts, in both worlds alike.
+        k_zero += max(scenario.min_others - (k_zero + k_above + k_below), 0)
         coin = full or bool(rng.random() < q)
         include = world_in and coin
         grads = batches.make(k_zero, k_above, k_below, include)
@@ -177,7 +227,7 @@ def play(
             out = mech.clip_and_noise(grads, t, epoch)
         except Exception as exc:  # the mechanism's own failure: name it
             raise InputError(f"{where()}: clip_and_noise raised {type(exc).__name__}: {exc}") from exc
-        y = _flatten_output(out, scenario, where)
+        y = _flatten_output(out, scenario.param_shapes, where)
         p = float(y @ direction)
         other = float(y[OTHERS_COORDINATE])
         resid = float(y @ y) - p * p - other * other

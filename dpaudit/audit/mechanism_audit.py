@@ -44,11 +44,12 @@ from dpaudit import defaults, progress as progress_lines, validation, verdicts
 from dpaudit.accountants import ACCOUNTANTS
 from dpaudit.audit import estimators
 from dpaudit.audit.estimators import EstimateResult
+from dpaudit.audit.gradient_game import accepted_input
 from dpaudit.audit.runner import (
     MAIN, REF, Job, ResultsFile, execute, held_out, run_seed, time_per_step,
 )
 from dpaudit.audit.scenarios import (
-    LARGER_SIZES, RUN_EMPTY, RUN_ZERO, SCENARIO_NAMES, WORST_CASES, Scenario, resized, run_scenarios,
+    LARGER_SIZES, RUN_EMPTY, RUN_ZERO, SCENARIO_NAMES, WORST_CASES, Scenario, adapted, resized, run_scenarios,
     worst_case_scenarios,
 )
 from dpaudit.audit.statistics import (
@@ -620,6 +621,9 @@ def audit_mechanism(
     catalogue = dict(run_scenarios(config))
     if any(n not in catalogue for n in wanted):
         catalogue.update(worst_case_scenarios(config, sigma_for))
+    shapes, min_others, input_notes = accepted_input(factory, config)
+    notes.extend(input_notes)
+    catalogue = adapted(catalogue, shapes, min_others)
     outcomes: dict[str, ScenarioOutcome] = {}
     candidates: dict[str, tuple[Scenario, MechanismFactory]] = {}
     claims: dict[str, float] = {}

@@ -21,6 +21,12 @@ Other examples (``others``), ``dataset_size − 1`` of them, each Poisson-sample
   clip norm and every later noise scale.
 * ``"none"``: the dataset is the canary alone (batches of 0 or 1 example).
 
+A mechanism that refuses small batches (the seed's ``reshape(batch_size, -1)``
+fails on an empty one) gets ``min_others`` zero-gradient examples that are in
+every batch of both worlds whenever the others' own sample is smaller (the
+same in both worlds, so the pair of datasets stays add/remove neighbours):
+the "empty" world becomes one zero-gradient example.
+
 The canary (``canary``):
 
 * ``"dirac"``: all its mass, HUGE·C, on one coordinate of the first parameter
@@ -36,7 +42,7 @@ The canary (``canary``):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from dpaudit.errors import InputError
@@ -72,6 +78,9 @@ class Scenario:
         canary: ``"dirac"``, ``"random"`` or ``"inside"``.
         purpose: Which flaw this scenario is chosen to expose, one sentence.
         param_shapes: Shapes of the per-parameter tensors the mechanism sees.
+        min_others: Fewest other examples in any batch (zero-gradient ones fill
+            up a smaller sample, in both worlds alike); 0 unless the mechanism
+            refuses smaller batches.
     """
 
     name: str
@@ -80,6 +89,7 @@ class Scenario:
     canary: str
     purpose: str
     param_shapes: tuple[tuple[int, ...], ...] = field(default=PARAM_SHAPES)
+    min_others: int = 0
 
     def __post_init__(self) -> None:
         if self.others not in OTHERS:
@@ -126,6 +136,8 @@ class Scenario:
             ),
             "none": "no other examples",
         }[self.others]
+        if self.min_others:
+            others += f" (at least {self.min_others} zero-gradient example(s) in every batch)"
         canary = {
             "dirac": f"Dirac canary of norm {HUGE:g}C",
             "random": f"random-direction canary of norm {HUGE:g}C",
@@ -225,7 +237,14 @@ def resized(scenario: Scenario, dataset_size: int) -> Scenario:
     """The same full-batch worst case with N = B = ``dataset_size`` (same steps, same σ)."""
     r = scenario.run
     run = RunConfig(**{**r.to_dict(), "dataset_size": dataset_size, "batch_size": dataset_size})
-    return Scenario(scenario.name, run, scenario.others, scenario.canary, scenario.purpose, scenario.param_shapes)
+    return replace(scenario, run=run)
+
+
+def adapted(
+    scenarios: dict[str, Scenario], param_shapes: tuple[tuple[int, ...], ...], min_others: int
+) -> dict[str, Scenario]:
+    """``scenarios`` with the gradient layout and the smallest batch the mechanism accepts."""
+    return {n: replace(s, param_shapes=param_shapes, min_others=min_others) for n, s in scenarios.items()}
 
 
 SCENARIO_NAMES = (RUN_ZERO, RUN_EMPTY) + tuple(t.name for t in WORST_CASES)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-
-import numpy as np
 
 from dpaudit.accountants import ACCOUNTANTS, Accountant, EpsilonResult
 from dpaudit.accountants.gdp import GdpAccountant
@@ -15,34 +14,34 @@ from dpaudit.accountants.prv import PrvAccountant
 from dpaudit.accountants.rdp import RdpAccountant
 from dpaudit.calibration import calibrate_sigma
 from dpaudit.certify import verdict as rules
+from dpaudit.defaults import DEFAULT_CALIBRATION_ACCOUNTANT
 from dpaudit.errors import AccountingError
 from dpaudit.mechanism.loader import MechanismFactory
 from dpaudit.probe import ProbeResult, probe_mechanism
 from dpaudit.run_config import RunConfig
 from dpaudit.schedule import Schedule, steps_for_epochs
 
-#: The accountant that calibrates the default noise multiplier: the loosest
-#: certifying one, so that the uniform σ fits the budget by all of them.
-DEFAULT_SIGMA_ACCOUNTANT = "rdp"
-
-
+@functools.lru_cache(maxsize=32)
 def default_noise_multiplier(
     dataset_size: int, batch_size: int, epochs: int, epsilon: float, delta: float
 ) -> float:
-    """Uniform σ calibrated by RDP for (ε, δ) at q = B/N over E·⌊N/B⌋ steps.
+    """The σ ``dpaudit certify`` hands to the mechanism when the user gives none.
 
-    RDP over-states ε relative to PLD and PRV, so this σ keeps a correct
-    uniform mechanism inside the budget by every certifying accountant.
+    The uniform σ that the default calibration accountant (PRV) calibrates for
+    (ε, δ) at q = B/N over E·⌊N/B⌋ Poisson-sampled steps (add/remove
+    neighbours). Cached: it is a pure function of its arguments.
     """
     steps = steps_for_epochs(dataset_size, batch_size, epochs)
-    return calibrate_sigma(
-        epsilon, delta, batch_size / dataset_size, steps, DEFAULT_SIGMA_ACCOUNTANT
-    ).sigma
+    return calibrate_sigma(epsilon, delta, batch_size / dataset_size, steps, DEFAULT_CALIBRATION_ACCOUNTANT).sigma
 
 
 @dataclass(frozen=True)
 class CertifyResult:
-    """Everything ``certify`` found. ``verdict`` is 'pass' or 'fail'; ``reasons`` explain a fail."""
+    """Everything ``certify`` found.
+
+    ``verdict`` is 'pass', 'fail' or 'inconclusive'; ``reasons`` explain a
+    verdict other than pass (what failed first, then what could not be decided).
+    """
 
     spec: str
     config: RunConfig
@@ -80,6 +79,7 @@ class CertifyResult:
         out = {
             "verdict": self.verdict,
             "reasons": list(self.reasons),
+            "robustness": list(self.probe.robustness),
             "mechanism": self.spec,
             "config": config,
             "declared": {
@@ -93,6 +93,7 @@ class CertifyResult:
                 "delta": self.config.delta,
                 "neighbouring": str(self.declared_schedule.neighbouring),
                 "certifying_accountants": ["rdp", "pld", "prv (upper bound)"],
+                "rule": "the declared schedule fits if the smallest certifying upper bound is within the budget",
                 "declared": details(self.declared),
                 "measured": details(self.measured),
             },
@@ -127,18 +128,6 @@ def account_all(
     return out
 
 
-def measured_schedule(probe: ProbeResult, config: RunConfig) -> Schedule:
-    """The run as measured: σ̂_t, except where it agrees with the declared σ_t within tolerance.
-
-    Within the probe's measurement tolerance (:meth:`ProbeResult.tolerance`) the measured
-    and declared σ cannot be told apart, so the declared value is used; this
-    keeps sampling error of the probe out of the measured ε.
-    """
-    agrees = np.abs(probe.sigma_ratio - 1.0) <= probe.tolerance()
-    sigma = np.where(agrees, probe.declared_sigma, probe.sigma_for_accounting())
-    return Schedule.from_steps(sigma, config.sample_rate)
-
-
 def certify(
     spec: str,
     config: RunConfig,
@@ -151,7 +140,9 @@ def certify(
     """Judge the mechanism in ``spec`` (PATH.py[:Class]) on ``config``'s run.
 
     Privacy is for add/remove-one-example neighbours under Poisson sampling at
-    q = B/N. ``audit``, if given, is a callable ``audit(factory, config) ->
+    q = B/N. The verdict is ``fail`` if any check shows a violation, else
+    ``inconclusive`` if a statistical check could not decide, else ``pass``.
+    ``audit``, if given, is a callable ``audit(factory, config) ->
     result`` whose result has ``violation`` (bool), ``reasons()`` and
     ``to_dict()``; a violation it finds fails the mechanism.
     """
@@ -160,7 +151,7 @@ def certify(
     probe = probe_mechanism(factory.new, config, seed=seed, progress=progress)
     declared_schedule = Schedule.from_steps(probe.declared_sigma, config.sample_rate)
     declared = account_all(declared_schedule, config.delta)
-    measured = account_all(measured_schedule(probe, config), config.delta, MEASURED_ACCOUNTANTS)
+    measured = account_all(probe.measured_schedule(config), config.delta, MEASURED_ACCOUNTANTS)
     reasons = (
         rules.declared_budget_reasons(declared, config.epsilon, config.delta)
         + rules.measured_noise_reasons(probe, measured, config.epsilon)
@@ -169,6 +160,8 @@ def certify(
     audit_result = audit(factory, config) if audit is not None else None
     if audit_result is not None and audit_result.violation:
         reasons.append(f"the canary audit extracted more privacy than claimed: {audit_result.summary()}")
+    undecided = rules.undecided_reasons(probe)
+    verdict = "fail" if reasons else ("inconclusive" if undecided else "pass")
     return CertifyResult(
         spec=spec,
         config=config,
@@ -177,8 +170,8 @@ def certify(
         declared=declared,
         measured=measured,
         probe=probe,
-        verdict="fail" if reasons else "pass",
-        reasons=tuple(reasons),
+        verdict=verdict,
+        reasons=tuple(reasons + undecided),
         audit=audit_result,
         seconds=time.perf_counter() - start,
     )

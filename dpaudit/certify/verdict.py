@@ -1,9 +1,13 @@
 """The verdict rules of ``certify``, as plain functions over its findings.
 
-``pass`` needs all three: the declared schedule fits (ε, δ) by every
-certifying accountant (RDP, PLD, PRV upper bound); the measured noise
-multiplier is at least the declared one at every step, within the probe's
-measurement tolerance; and no undeclared data-dependent release was found.
+``pass`` needs all three: the declared schedule fits (ε, δ) by the tightest
+certifying upper bound (the smallest of RDP, PLD and PRV's upper bound: each is
+a valid upper bound, so any one within the budget proves it; GDP, a
+central-limit approximation, never decides); the measured noise multiplier
+agrees with the declared one at every step by the probe's tolerance rule
+(:meth:`~dpaudit.probe.ProbeResult.agrees`); and no undeclared data-dependent
+release was found. ``fail`` when any of them is shown violated;
+``inconclusive`` when nothing failed but a statistical check could not decide.
 """
 
 from __future__ import annotations
@@ -39,24 +43,24 @@ def _eps_list(results: Mapping[str, EpsilonResult | str]) -> str:
 def declared_budget_reasons(
     declared: Mapping[str, EpsilonResult | str], epsilon: float, delta: float
 ) -> list[str]:
-    """Reasons the *declared* schedule does not fit (ε, δ) by a certifying accountant."""
-    reasons = []
-    for name in CERTIFYING:
-        r = declared.get(name)
-        if isinstance(r, str):
-            reasons.append(f"the declared schedule could not be accounted by {name}: {r}")
-        elif r is not None and r.epsilon > epsilon:
-            reasons.append(
-                f"the declared schedule exceeds the budget: {name} gives epsilon {r.epsilon:.4f} > "
-                f"{epsilon:g} at delta {delta:g}"
-            )
-    return reasons
+    """Reasons the *declared* schedule does not fit (ε, δ) by the tightest certifying upper bound."""
+    bounds = {n: r for n, r in declared.items() if n in CERTIFYING and isinstance(r, EpsilonResult)}
+    if not bounds:
+        failures = "; ".join(f"{n}: {declared[n]}" for n in CERTIFYING if isinstance(declared.get(n), str))
+        return [f"the declared schedule could not be accounted by any certifying accountant ({failures})"]
+    name = min(bounds, key=lambda n: bounds[n].epsilon)
+    if bounds[name].epsilon <= epsilon:
+        return []
+    return [
+        f"the declared schedule exceeds the budget: the tightest certifying upper bound, {name}, gives "
+        f"epsilon {bounds[name].epsilon:.4f} > {epsilon:g} at delta {delta:g} (all: {_eps_list(bounds)})"
+    ]
 
 
 def measured_noise_reasons(
     probe: ProbeResult, measured: Mapping[str, EpsilonResult | str], epsilon: float
 ) -> list[str]:
-    """Reasons from steps whose measured σ̂_t is below the declared σ_t."""
+    """Reasons from steps whose measured σ̂_t is shown below the declared σ_t."""
     under = probe.understated_steps()
     if under.size == 0:
         return []
@@ -66,10 +70,15 @@ def measured_noise_reasons(
         f"the noise is below what the mechanism declares at {under.size} of {probe.steps} steps "
         f"(steps {step_ranges(under)}); worst at step {worst}: declared sigma "
         f"{probe.declared_sigma[worst]:.4g}, measured {probe.sigma_hat[worst]:.4g} "
-        f"({ratio[worst]:.1%} of declared, measurement tolerance "
-        f"{probe.tolerance()[worst]:.2%}). The measured schedule costs epsilon "
-        f"{_eps_list(measured)} (budget {epsilon:g})"
+        f"({ratio[worst]:.1%} of declared; {probe.confidence:g} limits [{probe.sigma_hat_lower[worst]:.4g}, "
+        f"{probe.sigma_hat_upper[worst]:.4g}]). The measured schedule (each such step at its lower limit) "
+        f"costs epsilon {_eps_list(measured)} (budget {epsilon:g})"
     ]
+
+
+def undecided_reasons(probe: ProbeResult) -> list[str]:
+    """What the probe's statistical checks could not decide (an ``inconclusive`` verdict)."""
+    return [f"could not decide: {u}" for u in probe.undecided]
 
 
 def leak_reasons(probe: ProbeResult) -> list[str]:

@@ -1,6 +1,7 @@
 """``dpaudit certify PATH.py[:Class]``: verdict on a user's mechanism.
 
-Exit 0 pass, 1 fail, 3 inconclusive, 2 input error.
+Exit 0 pass, 1 fail, 3 inconclusive (a statistical check could not decide), 2 input error
+(including NaN/inf from the mechanism).
 """
 
 from __future__ import annotations

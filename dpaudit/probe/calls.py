@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dpaudit.errors import InputError
+from dpaudit.mechanism.robustness import MechanismRaised
 from dpaudit.probe.randomness import Seeder
 
 
@@ -79,7 +80,7 @@ class Caller:
         try:
             out = mech.clip_and_noise(grads, step, epoch)
         except Exception as exc:
-            raise InputError(f"{self.source}: {where}: clip_and_noise raised {_describe(exc)}") from exc
+            raise MechanismRaised(f"{self.source}: {where}: clip_and_noise raised {_describe(exc)}") from exc
         return self.flatten(out, where)
 
     def on_copy(

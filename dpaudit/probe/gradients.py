@@ -9,7 +9,8 @@ shared "mean gradient" direction (which turns slowly over the run) with its
 own direction, and the norms are log-normal with a median that falls from
 2·C to 0.4·C over the run (C = ``max_grad_norm``), so early on most examples
 are clipped and late in the run most are not, and an adaptive clip norm has
-something to follow. One fixed step (:data:`EMPTY_STEP`) gets an empty batch.
+something to follow. One fixed step (:data:`EMPTY_STEP`) gets an empty batch, unless the
+mechanism refuses empty batches (see :mod:`dpaudit.mechanism.robustness`).
 
 Everything is drawn from private generators seeded by ``(seed, step)``, so a
 step's batch does not depend on what was drawn before it, and the caller's
@@ -96,6 +97,8 @@ class SyntheticGradients:
         *,
         seed: int = 0,
         empty_step: int | None = None,
+        dtype: torch.dtype = GRAD_DTYPE,
+        min_batch: int = 0,
     ) -> None:
         self.config = config
         self.shapes = tuple(tuple(int(d) for d in s) for s in shapes)
@@ -103,11 +106,17 @@ class SyntheticGradients:
         self.n = int(sum(self.sizes))
         self.seed = int(seed)
         self.steps = config.steps
-        self.empty_step = min(EMPTY_STEP, self.steps - 1) if empty_step is None else int(empty_step)
+        self.dtype = dtype
+        # The smallest batch the mechanism accepts: no invented batch (the empty step,
+        # removing the only example) goes below it.
+        self.min_batch = int(min_batch)
+        if empty_step is None:
+            empty_step = min(EMPTY_STEP, self.steps - 1) if self.min_batch == 0 else -1
+        self.empty_step = int(empty_step)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 17)
-        pool = torch.randn(_POOL_SIZE, self.n, generator=gen, dtype=GRAD_DTYPE)
+        pool = torch.randn(_POOL_SIZE, self.n, generator=gen, dtype=GRAD_DTYPE).to(dtype)
         pool /= torch.linalg.vector_norm(pool, dim=1, keepdim=True)
-        basis = torch.randn(2, self.n, generator=gen, dtype=GRAD_DTYPE)
+        basis = torch.randn(2, self.n, generator=gen, dtype=GRAD_DTYPE).to(dtype)
         a = basis[0] / basis[0].norm()
         b = basis[1] - (basis[1] @ a) * a
         self._mean_a, self._mean_b = a, b / b.norm()
@@ -144,19 +153,19 @@ class SyntheticGradients:
         idx = torch.from_numpy(rng.integers(_POOL_SIZE, size=b))
         norms = torch.from_numpy(
             np.exp(math.log(self.median_norm(step)) + _LOG_NORM_SPREAD * rng.standard_normal(b))
-        )
+        ).to(self.dtype)
         alpha = _MEAN_ALIGNMENT
         beta = math.sqrt(1.0 - alpha ** 2)
         angle = 0.5 * math.pi * self.progress(step)
         cos_mu = self._pool_cos.index_select(0, idx) @ torch.tensor(
-            [math.cos(angle), math.sin(angle)], dtype=GRAD_DTYPE)
+            [math.cos(angle), math.sin(angle)], dtype=self.dtype)
         # ‖a·μ + b·ξ‖² for unit μ, ξ, without touching the full vectors.
         length = torch.sqrt(alpha ** 2 + beta ** 2 + 2 * alpha * beta * cos_mu)
         scale = norms / length
         mu = torch.split(self.mean_direction(step), self.sizes)
         room = []
         for block, mu_j, shape in zip(self._pool_blocks, mu, self.shapes):
-            r = torch.empty((b + 1, block.shape[1]), dtype=GRAD_DTYPE)
+            r = torch.empty((b + 1, block.shape[1]), dtype=self.dtype)
             x = r[:b]
             torch.index_select(block, 0, idx, out=x)
             x.mul_((beta * scale)[:, None])
@@ -176,8 +185,8 @@ class SyntheticGradients:
         """
         c = self.config.max_grad_norm
         gen = torch.Generator().manual_seed(int(self._rng(batch.step, 2).integers(2**62)))
-        random_dir = self._unit(torch.randn(self.n, generator=gen, dtype=GRAD_DTYPE))
-        per_tensor = torch.randn(self.n, generator=gen, dtype=GRAD_DTYPE)
+        random_dir = self._unit(torch.randn(self.n, generator=gen, dtype=GRAD_DTYPE).to(self.dtype))
+        per_tensor = torch.randn(self.n, generator=gen, dtype=GRAD_DTYPE).to(self.dtype)
         start = 0
         for size in self.sizes:
             block = per_tensor[start:start + size]
@@ -192,7 +201,7 @@ class SyntheticGradients:
             Canary(CANARY_NAMES[3], added=-huge * aligned),
             Canary(CANARY_NAMES[4], added=TINY_NORM * c * random_dir),
         ]
-        if batch.size:
+        if batch.size > self.min_batch:
             largest = int(torch.argmax(batch.norms))
             out.append(Canary(CANARY_NAMES[5], removed_index=largest))
         return tuple(out)
@@ -215,12 +224,23 @@ class SyntheticGradients:
         i = canary.removed_index
         return tuple(torch.cat([g[:i], g[i + 1:]]) for g in batch.tensors)
 
+    def first(self, batch: Batch, size: int) -> tuple[torch.Tensor, ...]:
+        """The first ``size`` examples of ``batch`` (a batch of another size, same kind of data)."""
+        return tuple(g[:size] for g in batch.tensors)
+
     def half(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         """The first half of ``batch``: a batch of very different size, same kind of data."""
-        return tuple(g[: batch.size // 2] for g in batch.tensors)
+        return self.first(batch, batch.size // 2)
+
+    def small(self, batch: Batch, size: int) -> Batch:
+        """A batch of the first ``size`` examples of ``batch`` (with a spare row for a canary)."""
+        room = tuple(r[: size + 1].clone() for r in batch.room)
+        for r, g in zip(room, batch.tensors):
+            r[:size].copy_(g[:size])
+        return Batch(batch.step, batch.norms[:size].clone(), tuple(r[:size] for r in room), room)
 
     def empty(self) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.zeros((0,) + s, dtype=GRAD_DTYPE) for s in self.shapes)
+        return tuple(torch.zeros((0,) + s, dtype=self.dtype) for s in self.shapes)
 
 
 #: The neighbouring changes tried at every step (the last needs B ≥ 1).

@@ -29,12 +29,12 @@ The realised noise multiplier for ``D'`` is the Gaussian shift in noise units,
 is ``s/‖Δ‖`` for noise of one scale; the step's ``σ̂_t`` is the smallest over
 the canaries.
 
-**Fallback (coupling defeated).** Noise scales come from the sample variance
-of repeated independent draws (normal-approximation confidence limits). Sensitivity
-comes from the difference of means over repeated draws, projected on the
-canary's own direction in each tensor (a full-norm estimate would drown in the
-noise of 2,410 coordinates); it is measured at a spread subset of steps and
-each step uses the nearest measured one.
+**Uncoupled.** When copies share their draws through the mechanism's state
+(mode ``state``) the shift is still exact but the noise comes from
+consecutive calls; when nothing couples the draws (mode ``none``) both the
+noise and the shift come from repeated independent draws
+(:func:`draws`, :func:`measure_shift_draws`) and are turned into σ̂ with
+confidence limits by :mod:`dpaudit.probe.uncoupled`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from dpaudit.probe.calls import Caller
 from dpaudit.probe.gradients import Batch, Canary, SyntheticGradients
@@ -55,14 +56,19 @@ PROPORTIONAL_RTOL = 1e-4
 BATCH_RATIO_RTOL = 1e-5
 #: Two outputs closer than this (relative to their size) count as identical.
 IDENTICAL_RTOL = 1e-12
-#: Draws per step for the noise scale when coupling is defeated.
-FALLBACK_NOISE_DRAWS = 4
-#: Draws per input for the sensitivity when coupling is defeated (σ̂ to about ±7% at σ ≈ 0.65).
-FALLBACK_SENSITIVITY_DRAWS = 96
-#: Steps (spread over the run, first and last included) where it is measured.
-FALLBACK_SENSITIVITY_STEPS = 8
-#: One-sided normal quantile of the confidence limits (95%).
-Z_CONFIDENCE = 1.6448536269514722
+#: Draws of the batch itself per step for the noise level when the draws are not coupled.
+UNCOUPLED_NOISE_DRAWS = 4
+#: Draws per side (the batch, and each neighbour) for the shift without coupling, in total
+#: over the shift steps: the shift's relative standard error is about σ·sqrt(2/this).
+SHIFT_DRAWS = 6400
+#: Steps (spread over the uncoupled part of the run) where the shift is measured.
+SHIFT_STEPS = 8
+#: The neighbour measured without coupling (index into CANARY_NAMES): a huge canary in a
+#: random direction, whose norm is huge in every tensor and coordinate too, so that clipping
+#: of any granularity shows in it. Every extra neighbour would cost SHIFT_DRAWS more calls.
+UNCOUPLED_CANARIES = (0,)
+#: Draws of half the batch for the batch-size comparison without coupling.
+HALF_BATCH_DRAWS = 32
 
 EXACT, STATE, NONE = "exact", "state", "none"
 
@@ -404,7 +410,7 @@ def noise_from_draws(caller: Caller, outs: np.ndarray) -> tuple[np.ndarray, np.n
     return ss / dof, dof
 
 
-def measure_fallback(
+def measure_shift_draws(
     caller: Caller,
     gen: SyntheticGradients,
     base: Any,
@@ -412,70 +418,39 @@ def measure_fallback(
     canaries: Sequence[Canary],
     epoch: int,
     seed: int,
-    mode: str,
+    k: int,
     n_canary_slots: int,
-    with_sensitivity: bool,
-) -> tuple[StepRecord, np.ndarray]:
-    """Noise from repeated draws; sensitivity (mode ``none``) from differences of means.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean shift of each neighbour from ``k`` independent draws per side (mode ``none``).
 
-    Returns the record and the draws of the batch itself (for the batch-size comparison).
+    Returns ``(shift, shift_se, valid, outs)``: per neighbour slot and tensor,
+    the mean of the neighbour's outputs minus the mean of the batch's, projected
+    on the neighbour's own direction in that tensor (a full-norm estimate would
+    drown in the noise of thousands of coordinates), its standard error from the
+    draws, which slots were measured, and the batch's own ``k`` outputs.
     """
     t = batch.step
     J = len(caller.sizes)
-    k_noise = FALLBACK_SENSITIVITY_DRAWS if with_sensitivity else FALLBACK_NOISE_DRAWS
-    seeds = [derive_seed(seed, t, 30, i) for i in range(k_noise)]
-    outs = draws(caller, base, batch.tensors, t, epoch, seeds, mode, "the batch itself")
-    var, dof = noise_from_draws(caller, outs)
-    rec = StepRecord(
-        step=t, mode=mode, batch_size=batch.size,
-        canary_valid=np.zeros(n_canary_slots, dtype=bool),
-        shift=np.zeros((n_canary_slots, J)), shift_se=np.zeros((n_canary_slots, J)),
-        rho=np.ones((n_canary_slots, J)), noise_var=var, noise_dof=dof,
-    )
-    if not with_sensitivity:
-        return rec, outs
-    rec.sensitivity_from = t
+    seeds = [derive_seed(seed, t, 30, i) for i in range(k)]
+    outs = draws(caller, base, batch.tensors, t, epoch, seeds, NONE, "the batch itself")
+    shift = np.zeros((n_canary_slots, J))
+    shift_se = np.zeros((n_canary_slots, J))
+    valid = np.zeros(n_canary_slots, dtype=bool)
     for i, canary in enumerate(canaries):
+        if i not in UNCOUPLED_CANARIES:
+            continue
         nb = gen.neighbour(batch, canary)
-        what = f"the batch after '{canary.name}'"
-        outs_c = draws(caller, base, nb, t, epoch, seeds, mode, what)
-        u = canary.direction(batch).numpy()
+        outs_c = draws(caller, base, nb, t, epoch, [derive_seed(seed, t, 31, i, j) for j in range(k)],
+                       NONE, f"the batch after '{canary.name}'")
+        u = canary.direction(batch).to(torch.float64).numpy()
         norms = np.sqrt(caller.per_tensor_sq(u))
         unit = u / np.repeat(np.where(norms > 0, norms, 1.0), caller.sizes)
-        proj = caller.per_tensor_dot(outs_c - outs, unit[None, :])  # [K, J], paired by seed
-        k = proj.shape[0]
-        se = proj.std(axis=0, ddof=1) / math.sqrt(k)
-        # E[mean²] = p² + se²: subtract the noise's share so that σ̂ is not biased low.
-        rec.shift[i] = np.sqrt(np.maximum(proj.mean(axis=0) ** 2 - se ** 2, 0.0))
-        rec.shift_se[i] = se
-        rec.canary_valid[i] = True
-    return rec, outs
-
-
-def pool_fallback_noise(records: Sequence[StepRecord], sizes: np.ndarray) -> bool:
-    """Pool each fallback step's per-tensor noise variances into one when that fits all steps.
-
-    The test sums, over the fallback steps, the chi-square statistic of the
-    log variances around their pooled value ((J − 1) degrees of freedom per
-    step); when p > :data:`POOLING_P_VALUE` every step's variance is replaced
-    by its pooled value with the pooled degrees of freedom. Returns whether it pooled.
-    """
-    from scipy.stats import chi2
-
-    fallback = [r for r in records if r.noise_var is not None and np.all(r.noise_var > 0)]
-    if not fallback or len(sizes) < 2:
-        return False
-    stat = 0.0
-    for r in fallback:
-        pooled = float(np.sum(r.noise_dof * r.noise_var) / np.sum(r.noise_dof))
-        stat += float(np.sum(r.noise_dof / 2 * np.log(r.noise_var / pooled) ** 2))
-    if chi2.sf(stat, (len(sizes) - 1) * len(fallback)) <= POOLING_P_VALUE:
-        return False
-    for r in fallback:
-        total = float(np.sum(r.noise_dof))
-        r.noise_var = np.full_like(r.noise_var, float(np.sum(r.noise_dof * r.noise_var)) / total)
-        r.noise_dof = np.full_like(r.noise_dof, total)
-    return True
+        pc = caller.per_tensor_dot(outs_c, unit[None, :])   # [k, J]
+        pb = caller.per_tensor_dot(outs, unit[None, :])
+        shift[i] = pc.mean(axis=0) - pb.mean(axis=0)
+        shift_se[i] = np.sqrt(pc.var(axis=0, ddof=1) / k + pb.var(axis=0, ddof=1) / k)
+        valid[i] = True
+    return shift, shift_se, valid, outs
 
 
 # ----------------------------------------------------------------------------
@@ -483,16 +458,16 @@ def pool_fallback_noise(records: Sequence[StepRecord], sizes: np.ndarray) -> boo
 # ----------------------------------------------------------------------------
 def realised_sigma(
     rec: StepRecord, noise_std: np.ndarray, noise_rel_se: np.ndarray, sizes: np.ndarray,
-) -> tuple[float, float, float, int, float]:
-    """σ̂ of a step from a record's per-canary shifts and the step's per-tensor noise scales.
+) -> tuple[float, float, int, float]:
+    """σ̂ of a step from a coupled record's per-canary shifts and the step's per-tensor noise scales.
 
     For each neighbour, σ̂ = (Σ_j ‖Δ_j‖² / s_j²)^(-1/2) with s_j the smaller of
     the two batches' noise scales. Where the noise scale changed (ρ ≠ 1), the
     noise left in Δ is subtracted from ‖Δ_j‖² on average and counted in the
-    standard error. Returns (σ̂, relative standard error, one-sided 95% lower
-    limit, index of the worst neighbour, ‖Δ‖ of the worst neighbour).
+    standard error. Returns (σ̂, relative standard error, index of the worst
+    neighbour, ‖Δ‖ of the worst neighbour).
     """
-    best = (math.inf, 0.0, math.inf, -1, 0.0)
+    best = (math.inf, 0.0, -1, 0.0)
     for c in np.flatnonzero(rec.canary_valid):
         rho = rec.rho[c]
         s = np.minimum(1.0, np.abs(rho)) * noise_std
@@ -504,14 +479,8 @@ def realised_sigma(
         se = np.hypot(rec.shift_se[c], resid)
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = np.where(sh == 0, 0.0, sh ** 2 / s ** 2)
-            hi = sh + Z_CONFIDENCE * se
-            terms_hi = np.where(
-                hi == 0, 0.0, hi ** 2 / (s * np.maximum(1.0 - Z_CONFIDENCE * noise_rel_se, 1e-3)) ** 2,
-            )
         q = float(np.sum(terms))
-        q_hi = float(np.sum(terms_hi))
         sigma = math.inf if q == 0 else (0.0 if math.isinf(q) else 1.0 / math.sqrt(q))
-        lower = math.inf if q_hi == 0 else (0.0 if math.isinf(q_hi) else 1.0 / math.sqrt(q_hi))
         if math.isfinite(q) and q > 0:
             w = terms / q
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -520,6 +489,6 @@ def realised_sigma(
             rel = math.hypot(float(np.sum(w * noise_rel_se)), float(np.sqrt(np.sum(w ** 2 * rel_shift ** 2))))
         else:
             rel = 0.0
-        if sigma < best[0] or best[3] < 0:
-            best = (sigma, rel, lower, int(c), float(np.sqrt(np.sum(sq))))
+        if sigma < best[0] or best[2] < 0:
+            best = (sigma, rel, int(c), float(np.sqrt(np.sum(sq))))
     return best

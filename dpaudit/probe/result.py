@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dpaudit.probe.confidence import (
+    DEFAULT_CONFIDENCE, SIGMA_TOLERANCE, agrees_with_declared, below_declared,
+)
 from dpaudit.probe.gradients import CANARY_NAMES
 from dpaudit.probe.state_leaks import LeakFinding, _json_float
 from dpaudit.run_config import RunConfig
@@ -74,9 +77,15 @@ class ProbeResult:
     * ``sigma_hat``: realised noise multiplier σ̂_t (noise over shift, taken per
       tensor, for the worst neighbour), comparable with ``declared_sigma``;
     * ``sigma_hat_rel_se``: its relative standard error;
-    * ``sigma_hat_lower``: its one-sided 95% lower confidence limit;
+    * ``sigma_hat_lower``, ``sigma_hat_upper``: its confidence limits, which
+      hold for all steps together at ``confidence`` (the probe's family-wise
+      level, :mod:`dpaudit.probe.confidence`);
     * ``worst_canary``: index into ``canary_names`` of the worst neighbour;
     * ``coupled``: whether the step was measured with coupled draws.
+
+    ``undecided`` lists what a statistical check could not decide (the
+    verdict is then ``inconclusive`` unless something fails); ``robustness``
+    lists inputs the mechanism refused that the run practically never produces.
     """
 
     steps: int
@@ -91,6 +100,7 @@ class ProbeResult:
     sigma_hat: np.ndarray = field(compare=False, repr=False)
     sigma_hat_rel_se: np.ndarray = field(compare=False, repr=False)
     sigma_hat_lower: np.ndarray = field(compare=False, repr=False)
+    sigma_hat_upper: np.ndarray = field(compare=False, repr=False)
     worst_canary: np.ndarray = field(compare=False, repr=False)
     coupled: np.ndarray = field(compare=False, repr=False)
     leaks: tuple[LeakFinding, ...] = ()
@@ -98,6 +108,10 @@ class ProbeResult:
     leak_check: str = "done"
     batch_size_dependence: BatchSizeDependence | None = None
     notes: tuple[str, ...] = ()
+    undecided: tuple[str, ...] = ()
+    robustness: tuple[str, ...] = ()
+    confidence: float = DEFAULT_CONFIDENCE
+    input_format: str = ""
     canary_names: tuple[str, ...] = CANARY_NAMES
     empty_step: int = -1
     seconds: float = 0.0
@@ -114,25 +128,31 @@ class ProbeResult:
         return self.sigma_hat / self.declared_sigma
 
     def sigma_for_accounting(self) -> np.ndarray:
-        """σ̂_t when coupled, else its lower confidence limit; clipped to [SIGMA_FLOOR, SIGMA_CAP]."""
-        s = np.where(self.coupled, self.sigma_hat, self.sigma_hat_lower)
-        return np.clip(s, SIGMA_FLOOR, SIGMA_CAP)
+        """The lower confidence limit of σ̂_t, clipped to [SIGMA_FLOOR, SIGMA_CAP]."""
+        return np.clip(self.sigma_hat_lower, SIGMA_FLOOR, SIGMA_CAP)
+
+    # ----- the one tolerance rule --------------------------------------------
+    def agrees(self) -> np.ndarray:
+        """Per step: σ̂ is not shown below σ_t and its lower limit is at least (1 − :data:`SIGMA_TOLERANCE`)·σ_t."""
+        return agrees_with_declared(self.sigma_hat_lower, self.sigma_hat_upper, self.declared_sigma)
+
+    def understated_steps(self) -> np.ndarray:
+        """Steps whose σ̂ is below the declared σ_t: even its upper confidence limit is."""
+        return np.flatnonzero(below_declared(self.sigma_hat_upper, self.declared_sigma))
+
+    def undecided_steps(self) -> np.ndarray:
+        """Steps neither agreeing with the declared σ_t nor shown below it."""
+        return np.flatnonzero(~self.agrees() & ~below_declared(self.sigma_hat_upper, self.declared_sigma))
 
     def measured_schedule(self, config: RunConfig) -> Schedule:
-        """The realised per-step σ̂ as a schedule at Poisson rate ``config.sample_rate``.
+        """The run as measured, by the tolerance rule of :meth:`agrees`.
 
-        Steps measured without coupling enter with the lower confidence limit
-        of σ̂; a step without measurable noise enters as :data:`SIGMA_FLOOR`.
+        A step that agrees enters with its declared σ_t (the probe cannot tell
+        them apart); any other step with the lower confidence limit of σ̂_t, so
+        that the ε of a failing or undecided run is what its measurement allows.
         """
-        return Schedule.from_steps(self.sigma_for_accounting(), config.sample_rate)
-
-    def tolerance(self, z: float = 4.0, rtol: float = 1e-6) -> np.ndarray:
-        """Relative measurement tolerance of σ̂_t: ``z`` standard errors plus ``rtol``."""
-        return z * self.sigma_hat_rel_se + rtol
-
-    def understated_steps(self, z: float = 4.0, rtol: float = 1e-6) -> np.ndarray:
-        """Steps where σ̂_t is below the declared σ_t by more than :meth:`tolerance`."""
-        return np.flatnonzero(self.sigma_hat * (1.0 + self.tolerance(z, rtol)) < self.declared_sigma)
+        sigma = np.where(self.agrees(), self.declared_sigma, self.sigma_for_accounting())
+        return Schedule.from_steps(sigma, config.sample_rate)
 
     # ----- serialisation ------------------------------------------------
     def _summary(self, a: np.ndarray) -> dict:
@@ -171,6 +191,10 @@ class ProbeResult:
             },
             "sigma_hat_rel_se_max": _json_float(float(np.max(self.sigma_hat_rel_se))),
             "understated_steps": int(self.understated_steps().size),
+            "undecided_steps": int(self.undecided_steps().size),
+            "tolerance": SIGMA_TOLERANCE,
+            "confidence": self.confidence,
+            "input_format": self.input_format,
             "worst_canary_counts": {
                 self.canary_names[int(i)]: int(c) for i, c in zip(names, counts)
             },
@@ -186,6 +210,8 @@ class ProbeResult:
                 None if self.batch_size_dependence is None else self.batch_size_dependence.to_dict()
             ),
             "notes": list(self.notes),
+            "undecided": list(self.undecided),
+            "robustness": list(self.robustness),
         }
         if self.steps <= MAX_STEPS_IN_DICT:
             d["per_step"] = {
@@ -193,6 +219,7 @@ class ProbeResult:
                 "declared_sigma": self.declared_sigma.tolist(),
                 "sigma_hat": [_json_float(float(x)) for x in self.sigma_hat],
                 "sigma_hat_lower": [_json_float(float(x)) for x in self.sigma_hat_lower],
+                "sigma_hat_upper": [_json_float(float(x)) for x in self.sigma_hat_upper],
                 "sigma_hat_rel_se": [_json_float(float(x)) for x in self.sigma_hat_rel_se],
                 "noise_std": self.noise_std.tolist(),
                 "sensitivity": [_json_float(float(x)) for x in self.sensitivity],
