@@ -159,8 +159,9 @@ def _rows(per_sample: Sequence[torch.Tensor], j: slice | int, b: int) -> list[to
     return [p[j, :b] for p in per_sample]
 
 
-def _zero_row(per_sample: Sequence[torch.Tensor], lead: tuple[int, ...]) -> list[torch.Tensor]:
-    return [torch.zeros((*lead, 1, *p.shape[2:]), dtype=p.dtype, device=p.device) for p in per_sample]
+def _zero_row(like: Sequence[torch.Tensor], shapes: Sequence[torch.Size], lead: tuple[int, ...] = ()) -> list[torch.Tensor]:
+    """One all-zero example per parameter (with leading dims ``lead``), in ``like``'s dtype and device."""
+    return [torch.zeros((*lead, 1, *s), dtype=p.dtype, device=p.device) for p, s in zip(like, shapes)]
 
 
 class LoopCalls:
@@ -201,7 +202,7 @@ class LoopCalls:
             self.notes.empty([k], exc)
             gens.seed(derive_seed(self.seeds[k], _SEED_LOOP, step))
             try:
-                out = mech.clip_and_noise(_zero_row(rows, ()), step, epoch)
+                out = mech.clip_and_noise(_zero_row(rows, shapes), step, epoch)
             except Exception as exc2:
                 raise InputError(
                     f"{source_of(mech)}: clip_and_noise raised on an empty batch ({one_line(exc)}) and on one "
@@ -330,7 +331,7 @@ class VmapCalls:
         K = len(order)
         if not self.probed:
             b0 = int(sizes[0])
-            rows = _rows(per_sample, 0, b0) if b0 else _zero_row(per_sample, ())
+            rows = _rows(per_sample, 0, b0) if b0 else _zero_row(per_sample, shapes)
             self._probe(gens, rows, step, epoch, shapes)
             self.probed = True
         outputs: list[torch.Tensor | None] = [None] * K
@@ -351,7 +352,7 @@ class VmapCalls:
                 except VmapRefused:
                     raise
                 except Exception as exc:
-                    res = self._group_call(gens, idx, _zero_row(per_sample, (stop - start,)), step, epoch, shapes, seed)
+                    res = self._group_call(gens, idx, _zero_row(per_sample, shapes, (stop - start,)), step, epoch, shapes, seed)
                     self.notes.empty(models, exc)
             else:
                 res = self._group_call(gens, idx, grads, step, epoch, shapes, seed)
