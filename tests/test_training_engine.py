@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from dpaudit.cli.main import main as cli_main
-from dpaudit.data.datasets import Dataset, load_digits
+from dpaudit.data.datasets import Dataset
 from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import MechanismFactory
 from dpaudit.run_config import RunConfig
@@ -22,11 +21,12 @@ from dpaudit.training.audit_cli import check_environment
 from dpaudit.training.mechanism_calls import CallNotes, GlobalGenerators, LoopCalls, VmapCalls, VmapRefused
 from dpaudit.training.models import dp_cnn_28, mlp_digits, small_cnn_cifar
 from dpaudit.training.per_example import FuncGrads, LayerwiseGrads, per_example_engine
-from dpaudit.training.trainer import Trainer, stacked_models, torch_threads
-from dpaudit.training.training_audit import CPU_MODELS_AT_ONCE, audit_training, default_models_at_once
+from dpaudit.training.trainer import Trainer, stacked_models
+from dpaudit.training.training_audit import audit_training, default_models_at_once
 
-MECHANISMS = Path(__file__).resolve().parent.parent / "mechanisms"
-DPSGD = str(MECHANISMS / "dpsgd.py")
+from training_support import (  # noqa: F401 (fixtures)
+    DPSGD, MECHANISMS, config_for, digits, mechanism_file, new_mechanisms, one_thread,
+)
 COSINE = str(MECHANISMS / "cosine_schedule.py")
 QUANTILE = str(MECHANISMS / "centered_quantile_clip.py")
 
@@ -84,33 +84,6 @@ class DPMechanism:
 '''
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
-
-
-def config_for(ds, batch_size=64, epochs=1, sigma=1.0):
-    return RunConfig(dataset_size=len(ds.x_train), batch_size=batch_size, epochs=epochs, epsilon=1.0, delta=1e-5,
-                     noise_multiplier=sigma, n_params=2410)
-
-
-def mechanism_file(tmp_path, source, name="mech.py"):
-    path = tmp_path / name
-    path.write_text(source)
-    return str(path)
-
-
-def new_mechanisms(spec, config, k):
-    factory = MechanismFactory.load(spec, config)
-    return [factory.new() for _ in range(k)]
-
-
 def relu_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(4, 6, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(54, 7, bias=False),
@@ -143,6 +116,18 @@ def test_layerwise_engine_equals_a_naive_loop_and_torch_func(model_fn, shape):
             for name, p in model.named_parameters():
                 torch.testing.assert_close(got[name][k, b], p.grad, rtol=1e-4, atol=1e-6)
                 torch.testing.assert_close(func[name][k, b], p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_fn, shape", [(mlp_digits, (1, 8, 8)), (small_cnn_cifar, (3, 32, 32))])
+def test_inputs_shared_by_the_models_give_the_same_gradients(model_fn, shape):
+    base, params = stacked_models(model_fn, [1, 2, 3], torch.device("cpu"))
+    x = torch.rand(1, 4, *shape[1:], shape[0])
+    y = torch.randint(0, 10, (1, 4)).expand(3, 4)
+    engine = per_example_engine(model_fn(), base, torch.device("cpu"))
+    shared = {n: g.clone() for n, g in engine(params, x, y).items()}
+    separate = engine(params, x.expand(3, *x.shape[1:]).contiguous(), y)
+    for name in shared:
+        torch.testing.assert_close(shared[name], separate[name], rtol=1e-5, atol=1e-7)
 
 
 def test_unsupported_layers_use_torch_func():
@@ -286,10 +271,20 @@ def test_a_mechanism_that_keeps_its_inputs_sees_them_unchanged(digits, tmp_path)
 # Devices and the CLI's environment checks
 
 
+def test_training_subset_is_fixed_and_checked(digits):
+    a, b = digits.subset(128), digits.subset(128)
+    assert a.name == "digits[128]" and len(a.x_train) == 128 and np.array_equal(a.x_train, b.x_train)
+    assert a.x_test is digits.x_test and digits.subset(len(digits.x_train)) is digits
+    with pytest.raises(InputError, match=r"training subset size must be an integer in \[1, 1438\]"):
+        digits.subset(0)
+
+
 def test_models_at_once_is_chosen_per_device(digits):
-    config = config_for(digits)
-    assert default_models_at_once("cpu", config, (1, 8, 8), 1000) == CPU_MODELS_AT_ONCE
-    assert default_models_at_once("cpu", config, (1, 8, 8), 3) == 3
+    fmnist = RunConfig(dataset_size=60000, batch_size=256, epochs=1, epsilon=3, delta=1e-5, noise_multiplier=1,
+                       n_params=26010)
+    assert default_models_at_once("cpu", fmnist, (1, 28, 28), 1000) == 8  # the bench's best K
+    assert default_models_at_once("cpu", config_for(digits), (1, 8, 8), 1000) == 256  # a tiny MLP
+    assert default_models_at_once("cpu", fmnist, (1, 28, 28), 3) == 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

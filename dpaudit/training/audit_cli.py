@@ -25,6 +25,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("--level training")
     g.add_argument("--dataset", default=None,
                    help="training data: fmnist, fmnist:DIR, mnist:DIR, cifar10:DIR or digits")
+    g.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="train on N examples of the dataset (a fixed random subset): small N, large q = B/N")
     g.add_argument("--canaries", type=int, default=None, metavar="M",
                    help="one-run audit with M canaries per model (--runs then counts one-run models, default 1); "
                         "without it --runs N is a multi-run audit with N models per side")
@@ -33,8 +35,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threat-model", default=None, choices=THREAT_MODELS, type=str.lower,
                    help="white-box or black-box (default: the canary kind's)")
     g.add_argument("--models-at-once", type=int, default=None, metavar="K",
-                   help="models trained together (default: chosen for the device: 8 on a CPU, up to 128 on a GPU "
-                        "as its memory allows; a resumed audit keeps its K)")
+                   help="models trained together (default: chosen for the device, model and batch: 8 for the "
+                        "Fashion-MNIST CNN on a CPU, up to 128 on a GPU as its memory allows; a resumed audit "
+                        "keeps its K)")
     g.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
     g.add_argument("--backend", default="local", choices=BACKENDS, type=str.lower,
                    help=f"local (default) or ray: chunks of models as Ray tasks on a cluster ({RAY_INSTALL_HINT})")
@@ -80,6 +83,8 @@ def run_training(args: argparse.Namespace) -> int:
     if not getattr(args, "dataset", None):
         raise InputError("--level training needs --dataset (fmnist, fmnist:DIR, mnist:DIR, cifar10:DIR or digits)")
     ds = load_dataset(args.dataset)
+    if args.train_size is not None:
+        ds = ds.subset(args.train_size)
     n = len(ds.x_train)
     if getattr(args, "dataset_size", None) is not None and args.dataset_size != n:
         raise InputError(f"--dataset-size {args.dataset_size} does not match {args.dataset}'s {n} training examples; "

@@ -57,6 +57,7 @@ class ChunkJob:
     model_fn: Callable[[], nn.Module]
     seed: int
     batch_seed: int
+    init_seed: int | None
     lr: float
     momentum: float
     device: str
@@ -67,8 +68,8 @@ class ChunkJob:
     @property
     def key(self) -> str:
         h = hashlib.sha256(self.mechanism_source)
-        h.update(repr((self.mechanism_class, self.config, self.seed, self.batch_seed, self.lr, self.momentum,
-                       self.device, self.vectorize)).encode())
+        h.update(repr((self.mechanism_class, self.config, self.seed, self.batch_seed, self.init_seed, self.lr,
+                       self.momentum, self.device, self.vectorize)).encode())
         return h.hexdigest()
 
     def chunk_ids(self, chunk: int) -> list[int]:
@@ -110,7 +111,7 @@ def build_trainer(job: ChunkJob, dataset: Dataset) -> Trainer:
     return Trainer(
         job.model_fn, job.config, ds.x_train[job.design.base], ds.y_train[job.design.base], ds.x_test, ds.y_test,
         lr=job.lr, momentum=job.momentum, device=job.device, canaries=job.design.canaries,
-        batch_seed=job.batch_seed, vectorize=job.vectorize,
+        batch_seed=job.batch_seed, init_seed=job.init_seed, vectorize=job.vectorize,
     )
 
 
@@ -128,12 +129,12 @@ class LocalBackend:
         steps = job.config.steps
         for c in chunks:
             k = len(job.chunk_ids(c))
-            on_step = None
-            if progress is not None:
-                def on_step(step: int, k: int = k) -> None:
-                    if step % 10 == 9 or step == steps - 1:
-                        progress(c, k * (step + 1) / steps)
-            yield c, train_chunk(job, self.factory, trainer, c, on_step)
+
+            def on_step(step: int, c: int = c, k: int = k) -> None:
+                if step % 10 == 9 or step == steps - 1:
+                    progress(c, k * (step + 1) / steps)
+
+            yield c, train_chunk(job, self.factory, trainer, c, on_step if progress is not None else None)
 
 
 # ----------------------------------------------------------------------------

@@ -20,11 +20,13 @@ Gradient canaries are placed on *quiet* coordinates: the coordinates whose
 mean absolute per-example gradient, at a reference initialisation on a sample
 of training data, is among the lowest tenth (or the lowest m). The other
 examples' gradients at such a coordinate are small, so the canary's
-contribution stands out against the noise alone. The rest of that quiet tenth
-measures each update's noise scale (its root mean square there is nearly all
-noise), the second white-box score: the sum over steps of its logarithm,
-which moves with anything that makes the noise depend on the data (a realised
-batch size in the divisor, a clip norm that follows un-noised statistics).
+contribution stands out against the noise alone. Every other coordinate
+measures each update's noise scale, the second white-box score: the root mean
+square of the change of the update from the previous step (differencing
+removes most of the slowly varying signal, and the EMA that some mechanisms
+add to their outputs) summed in logarithm over steps. It moves with anything
+that makes the noise depend on the data: a realised batch size in the
+divisor, a clip norm that follows un-noised statistics.
 The choices depend on the audit seed and the data, never on which models
 include the canary, so they do not affect the validity of the bounds.
 
@@ -112,8 +114,8 @@ def quiet_coordinates(
     model_fn: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, m: int, seed: int,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(m distinct flat parameter coordinates drawn at random among the quietest, the rest of the
-    quiet pool), both sorted (see the module docstring)."""
+    """(m distinct flat parameter coordinates drawn at random among the quietest, every other
+    coordinate), both sorted (see the module docstring)."""
     dev = torch.device(device)
     base, params = stacked_models(model_fn, [derive_seed(seed, _SEED_DESIGN, 1)], dev)
     total = sum(p[0].numel() for p in params.values())
@@ -130,7 +132,7 @@ def quiet_coordinates(
     # Ties (e.g. many exactly-zero coordinates) are broken at random, not by position.
     order = np.lexsort((rng.random(total), loudness))
     chosen = np.sort(rng.choice(order[:pool_size], size=m, replace=False)).astype(np.int64)
-    return chosen, np.setdiff1d(order[:pool_size], chosen).astype(np.int64)
+    return chosen, np.setdiff1d(np.arange(total), chosen).astype(np.int64)
 
 
 def make_canaries(

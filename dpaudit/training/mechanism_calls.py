@@ -334,7 +334,6 @@ class VmapCalls:
             rows = _rows(per_sample, 0, b0) if b0 else _zero_row(per_sample, shapes)
             self._probe(gens, rows, step, epoch, shapes)
             self.probed = True
-        outputs: list[torch.Tensor | None] = [None] * K
         results = []
         start = 0
         while start < K:

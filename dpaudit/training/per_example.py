@@ -91,31 +91,44 @@ class _Conv(_Layer):
         self.names = (f"{prefix}weight",) + ((f"{prefix}bias",) if self.bias else ())
 
     def forward(self, h, params):
-        K, B, H, W, C = h.shape
+        # h: [K, B, H, W, C], or [1, B, H, W, C] when every model sees the same inputs (then the
+        # patches are unfolded once and all K models' filters apply in one matrix product).
+        K = params[self.names[0]].shape[0]
+        Kx, B, H, W, C = h.shape
         ph, pw = self.ph, self.pw
         Hp, Wp = H + 2 * ph, W + 2 * pw
         Ho, Wo = (Hp - self.kh) // self.sh + 1, (Wp - self.kw) // self.sw + 1
         if ph or pw:
-            hp = self.buf.get(self.prefix + "pad", (K, B, Hp, Wp, C))
+            hp = self.buf.get(self.prefix + "pad", (Kx, B, Hp, Wp, C))
             hp.zero_()
             hp[:, :, ph : ph + H, pw : pw + W].copy_(h)
         else:
             hp = h if h.is_contiguous() else h.contiguous()
         s = hp.stride()
         patches = hp.as_strided(
-            (K, B, Ho, Wo, self.kh, self.kw, C), (s[0], s[1], s[2] * self.sh, s[3] * self.sw, s[2], s[3], s[4])
+            (Kx, B, Ho, Wo, self.kh, self.kw, C), (s[0], s[1], s[2] * self.sh, s[3] * self.sw, s[2], s[3], s[4])
         )
-        P = self.buf.get(self.prefix + "unfold", (K, B, Ho, Wo, self.kh, self.kw, C))
+        P = self.buf.get(self.prefix + "unfold", (Kx, B, Ho, Wo, self.kh, self.kw, C))
         P.copy_(patches)
-        self.P, self.in_shape, self.out_hw = P, (K, B, H, W, C), (Ho, Wo)
+        self.P, self.in_shape, self.out_hw, self.shared = P, (K, B, H, W, C), (Ho, Wo), Kx == 1 and K > 1
         w = params[self.names[0]]  # [K, Cout, Cin, kh, kw]
         self.wt = w.permute(0, 3, 4, 2, 1).reshape(K, self.kh * self.kw * C, self.cout)  # rows in (kh, kw, Cin) order
         z = self.buf.get(self.prefix + "out", (K, B, Ho, Wo, self.cout))
-        Pm = P.view(K, B * Ho * Wo, -1)
+        rows = B * Ho * Wo
+        if self.shared:
+            zs = self.buf.get(self.prefix + "out-shared", (rows, K * self.cout))
+            w_all = self.wt.permute(1, 0, 2).reshape(-1, K * self.cout)
+            if self.bias:
+                torch.addmm(params[self.names[1]].reshape(1, -1), P.view(rows, -1), w_all, out=zs)
+            else:
+                torch.mm(P.view(rows, -1), w_all, out=zs)
+            z.copy_(zs.view(B, Ho, Wo, K, self.cout).permute(3, 0, 1, 2, 4))
+            return z
+        Pm = P.view(K, rows, -1)
         if self.bias:
-            torch.baddbmm(params[self.names[1]].unsqueeze(1), Pm, self.wt, out=z.view(K, B * Ho * Wo, self.cout))
+            torch.baddbmm(params[self.names[1]].unsqueeze(1), Pm, self.wt, out=z.view(K, rows, self.cout))
         else:
-            torch.bmm(Pm, self.wt, out=z.view(K, B * Ho * Wo, self.cout))
+            torch.bmm(Pm, self.wt, out=z.view(K, rows, self.cout))
         return z
 
     def backward(self, g, params, out, need_input_grad):
@@ -123,11 +136,20 @@ class _Conv(_Layer):
         Ho, Wo = self.out_hw
         L, kk = Ho * Wo, self.kh * self.kw
         gm = g.view(K * B, L, self.cout)
-        Pm = self.P.view(K * B, L, kk * C)
         wout = out[self.names[0]].view(K * B, self.cout, C, self.kh, self.kw)
-        if C == 1:
+        if self.shared:
+            # Example b's weight gradients of all K models in one product: [K·Cout, L] @ [L, kk·C].
+            gt = self.buf.get(self.prefix + "g-shared", (B, K, self.cout, L))
+            gt.copy_(g.view(K, B, L, self.cout).permute(1, 0, 3, 2))
+            tmp = self.buf.get(self.prefix + "wgrad", (B, K * self.cout, kk * C))
+            torch.bmm(gt.view(B, K * self.cout, L), self.P.view(B, L, kk * C), out=tmp)
+            per_model = tmp.view(B, K, self.cout, self.kh, self.kw, C).permute(1, 0, 2, 3, 4, 5)
+            wout.view(K, B, self.cout, C, self.kh, self.kw).permute(0, 1, 2, 4, 5, 3).copy_(per_model)
+        elif C == 1:
+            Pm = self.P.view(K * B, L, kk * C)
             torch.bmm(gm.transpose(1, 2), Pm, out=wout.view(K * B, self.cout, kk))
         else:
+            Pm = self.P.view(K * B, L, kk * C)
             tmp = self.buf.get(self.prefix + "wgrad", (K * B, self.cout, kk * C))
             torch.bmm(gm.transpose(1, 2), Pm, out=tmp)
             wout.permute(0, 1, 3, 4, 2).copy_(tmp.view(K * B, self.cout, self.kh, self.kw, C))
@@ -135,6 +157,8 @@ class _Conv(_Layer):
             torch.sum(gm, dim=1, out=out[self.names[1]].view(K * B, self.cout))
         if not need_input_grad:
             return None
+        if self.shared:  # pragma: no cover - only the first layer sees shared inputs
+            raise RuntimeError("no input gradient for inputs shared by the models")
         # Input gradient: the patch gradients, folded back (col2im) onto the padded input.
         dP = self.buf.get(self.prefix + "dunfold", (K, B, Ho, Wo, self.kh, self.kw, C))
         w = params[self.names[0]].permute(0, 1, 3, 4, 2).reshape(K, self.cout, kk * C)
@@ -160,8 +184,12 @@ class _Linear(_Layer):
         self.names = (f"{prefix}weight",) + ((f"{prefix}bias",) if self.bias else ())
 
     def forward(self, h, params):
-        K, B, _ = h.shape
+        # h: [K, B, in], or [1, B, in] when every model sees the same inputs (broadcast over models).
+        K = params[self.names[0]].shape[0]
+        B = h.shape[1]
         self.a = h
+        if h.shape[0] != K:
+            h = h.expand(K, B, self.fin)
         z = self.buf.get(self.prefix + "out", (K, B, self.fout))
         wt = params[self.names[0]].transpose(1, 2)
         if self.bias:
@@ -301,8 +329,10 @@ class LayerwiseGrads:
     """Per-example gradients by hand for Sequential models of supported layers (see the module docstring).
 
     ``__call__(params, x, y)`` takes ``x`` as ``[K, B, H, W, C]`` (channels-last)
-    or ``[K, B, features]``, ``y`` as ``[K, B]`` int64, and returns
-    ``{name: [K, B, *shape]}`` views of buffers that the next call overwrites.
+    or ``[K, B, features]`` (a leading 1 instead of K: the same inputs for every
+    model, which the first layer then unfolds once), ``y`` as ``[K, B]`` int64,
+    and returns ``{name: [K, B, *shape]}`` views of buffers that the next call
+    overwrites.
     """
 
     channels_last = True
@@ -310,6 +340,7 @@ class LayerwiseGrads:
     def __init__(self, model: nn.Module, layers: list[_Layer], buf: Buffers) -> None:
         self.layers, self.buf = layers, buf
         self.shapes = {n: p.shape for n, p in model.named_parameters()}
+        self.first = next((i for i, layer in enumerate(layers) if layer.names), len(layers))
 
     def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         K, B = y.shape
@@ -321,8 +352,9 @@ class LayerwiseGrads:
         torch.softmax(h, dim=-1, out=g)
         g.view(K * B, -1)[torch.arange(K * B, device=g.device), y.reshape(-1)] -= 1.0
         out = {n: self.buf.get("grad:" + n, (K, B, *s)) for n, s in self.shapes.items()}
-        for i in range(len(self.layers) - 1, -1, -1):
-            g = self.layers[i].backward(g, params, out, need_input_grad=i > 0)
+        # Back-propagate down to the first layer with parameters (nothing below it needs a gradient).
+        for i in range(len(self.layers) - 1, self.first - 1, -1):
+            g = self.layers[i].backward(g, params, out, need_input_grad=i > self.first)
         return out
 
 

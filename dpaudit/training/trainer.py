@@ -23,8 +23,9 @@ A mechanism may also handle all K models in one call (:class:`BatchedMechanism`,
 Determinism
 -----------
 Everything random about model k follows from its seed s_k and the trainer's
-``batch_seed``: its initialisation (torch's generator seeded with s_k, on the
-CPU), its canary coins (a numpy ``PCG64`` stream seeded from s_k), the base
+``batch_seed`` (and ``init_seed``): its initialisation (torch's generator
+seeded with s_k, or with ``init_seed`` for every model, on the CPU), its
+canary coins (a numpy ``PCG64`` stream seeded from s_k), the base
 batches (from ``batch_seed`` and the step), and the mechanism's noise: with
 one call per model, torch's, numpy's and Python's global generators are seeded
 from (s_k, t) before model k's call at step t (and any generator the mechanism
@@ -182,9 +183,10 @@ class TrainingCanaries:
     that coordinate and zero elsewhere is appended to the per-example
     gradients; scored by the sum over steps of the mechanism's output at that
     coordinate). ``scale_coordinates`` (gradient canaries only, optional): the
-    coordinates whose root mean square in each update estimates the noise
-    scale of that step (the quiet coordinates other than the canaries'); the
-    trainer then also returns each model's sum over steps of its logarithm.
+    coordinates whose root mean square of the change of the update from the
+    previous step estimates that step's noise scale (every coordinate but the
+    canaries'); the trainer then also returns each model's sum over steps of
+    its logarithm.
     """
 
     x: np.ndarray | None = None
@@ -253,6 +255,9 @@ class Trainer:
         device: Where the data, parameters and per-example gradients live.
         canaries: Optional :class:`TrainingCanaries`.
         batch_seed: Seeds the base batches shared by every model (:mod:`dpaudit.training.sampling`).
+        init_seed: If given, every model starts from the parameters ``model_fn`` builds with this
+            seed (a public, fixed initialisation, as the strongest white-box audits use); else model k
+            starts from its own seed's.
         vectorize: "auto" (``vmap`` over the models when the mechanism allows it) or "loop".
         engine: Per-example gradients: "auto", "layerwise" or "func" (:mod:`dpaudit.training.per_example`).
     """
@@ -271,6 +276,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         canaries: TrainingCanaries | None = None,
         batch_seed: int = 0,
+        init_seed: int | None = None,
         vectorize: str = "auto",
         engine: str = "auto",
     ) -> None:
@@ -307,6 +313,7 @@ class Trainer:
         self.x_test = None if x_test is None else torch.from_numpy(np.asarray(x_test, np.float32)).to(self.device)
         self.y_test = None if y_test is None else torch.from_numpy(np.asarray(y_test, np.int64)).to(self.device)
         self.batches = SharedBatches(batch_seed, self.n, config.sample_rate)
+        self.init_seed = init_seed
 
     # ----- one chunk ---------------------------------------------------
     def train(
@@ -343,7 +350,8 @@ class Trainer:
             if membership is None or membership.shape != (K, m):
                 raise InputError(f"membership must be a [{K}, {m}] boolean array (models × canaries)")
 
-        base, params = stacked_models(self.model_fn, seeds, self.device)
+        inits = seeds if self.init_seed is None else [self.init_seed] * K
+        base, params = stacked_models(self.model_fn, inits, self.device)
         names = list(params)
         shapes = [params[n].shape[1:] for n in names]
         buf = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -368,6 +376,7 @@ class Trainer:
             notes.lines.append(f"mechanism called once per model: vmap refused it ({notes.refused})")
         T = self.config.steps
         identity = np.arange(K)
+        previous = None  # the last update at the scale coordinates
         with GlobalGenerators(self.device) as gens:
             for step in range(T):
                 epoch = epoch_of(step, self.config)
@@ -408,8 +417,11 @@ class Trainer:
                 if gradient_canaries:
                     scores += flat[:, coords].to(torch.float64)
                     if scale_coords is not None:
-                        rms = flat[:, scale_coords].to(torch.float64).pow(2).mean(1).sqrt()
-                        log_scale += torch.log(rms.clamp_min(1e-300))
+                        here = flat[:, scale_coords].to(torch.float64)
+                        if previous is not None:
+                            rms = (here - previous).pow(2).mean(1).sqrt()
+                            log_scale += torch.log(rms.clamp_min(1e-300))
+                        previous = here
                 with torch.no_grad():
                     for n, u in zip(names, update):
                         u = u.to(params[n].dtype)
@@ -443,9 +455,13 @@ class Trainer:
             for j, k in enumerate(order):
                 c = chosen[k]
                 table[j, b : b + len(c)] = self.n + c
-        rows = self._to_device(table).view(-1)
-        x = self.pool_x.index_select(0, rows).view(K, width, *self.pool_x.shape[1:])
-        y = self.pool_y.index_select(0, rows).view(K, width)
+        # Without input canaries every model's rows are the same examples: gather them once.
+        shared = self.canaries is None or self.canaries.gradient
+        rows = self._to_device(table[:1] if shared else table).view(-1)
+        x = self.pool_x.index_select(0, rows).view(-1, width, *self.pool_x.shape[1:])
+        y = self.pool_y.index_select(0, rows).view(-1, width).expand(K, width)
+        if shared and not isinstance(self.engine, LayerwiseGrads):
+            x = x.expand(K, *x.shape[1:])
         if not np.array_equal(order, identity):
             perm = torch.as_tensor(order, device=self.device)
             params = {n: p.index_select(0, perm) for n, p in params.items()}

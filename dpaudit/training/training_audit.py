@@ -72,9 +72,12 @@ from dpaudit.training.choices import BACKENDS, VECTORIZE
 from dpaudit.training.results_store import TrainingResultsFile
 from dpaudit.training.trainer import DEFAULT_LR, DEFAULT_MOMENTUM, device_of, is_batched
 
-#: Models trained together on a CPU when not told: the best K of bench/training.py on
-#: the 2-core machine (docs/benchmarks.md); larger K only adds memory there.
-CPU_MODELS_AT_ONCE = 8
+#: Per-example gradient entries (models × expected batch × parameters) of one chunk on a CPU when K
+#: is not given: the best K of bench/training.py on the 2-core machine (K = 8 for the 26,010-parameter
+#: CNN at batch 256, docs/benchmarks.md). Small models get more models at once (their steps are
+#: dominated by fixed costs), never more than CPU_MAX_MODELS.
+CPU_GRADIENT_ENTRIES = 8 * 256 * 26010
+CPU_MAX_MODELS = 256
 #: Most models trained together on a GPU when not told (the H100 anchors: no gain past 128).
 GPU_MODELS_AT_ONCE = 128
 #: Share of free GPU memory (of host memory on a CPU) that one chunk may plan to use.
@@ -86,7 +89,7 @@ ESTIMATOR_NAMES = ("clopper_pearson", "gdp", "one_run", "one_run_fdp")
 VERDICT_ESTIMATORS = ("clopper_pearson", "one_run")
 #: Score statistics: white-box projection and noise scale, black-box loss.
 PROJECTION, SCALE, LOSS = "projection", "scale", "loss"
-_SEED_BATCHES = 21
+_SEED_BATCHES, _SEED_INIT = 21, 22
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,9 @@ def default_models_at_once(device: str | torch.device, config: RunConfig, input_
                            total: int) -> int:
     """K for ``device`` when the user does not give one (a rule, not a timing, so a resumed audit gets the same K).
 
-    CPU: :data:`CPU_MODELS_AT_ONCE`. CUDA: the largest power of two up to
+    CPU: the largest power of two whose per-example gradients (K × expected batch ×
+    parameters) stay within :data:`CPU_GRADIENT_ENTRIES`, at most :data:`CPU_MAX_MODELS`.
+    CUDA: the largest power of two up to
     :data:`GPU_MODELS_AT_ONCE` whose planned memory (per-example gradients and
     activations, a conservative multiple of the parameters per example) fits in
     :data:`MEMORY_SHARE` of the free memory. Never more than ``total`` models.
@@ -321,7 +326,9 @@ def default_models_at_once(device: str | torch.device, config: RunConfig, input_
         while 2 * k <= GPU_MODELS_AT_ONCE and 2 * k * per_model <= MEMORY_SHARE * free:
             k *= 2
     else:
-        k = CPU_MODELS_AT_ONCE
+        k = 1
+        while 2 * k <= CPU_MAX_MODELS and 2 * k * config.batch_size * config.n_params <= CPU_GRADIENT_ENTRIES:
+            k *= 2
     return max(1, min(k, total))
 
 
@@ -556,7 +563,7 @@ def audit_training(
     job = ChunkJob(
         mechanism_file=factory.path.name, mechanism_source=factory.path.read_bytes(),
         mechanism_class=factory.cls.__name__, config=config, design=design, model_fn=model_fn, seed=seed,
-        batch_seed=derive_seed(seed, _SEED_BATCHES), lr=float(lr), momentum=float(momentum), device=str(dev),
+        batch_seed=derive_seed(seed, _SEED_BATCHES), init_seed=derive_seed(seed, _SEED_INIT), lr=float(lr), momentum=float(momentum), device=str(dev),
         vectorize=vectorize, models_at_once=K, total=total,
     )
     pending = [c for c in range(chunks_of(total, K)) if any(i not in records for i in job.chunk_ids(c))]
