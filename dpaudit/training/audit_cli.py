@@ -45,6 +45,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                    help="address of a running Ray cluster (e.g. auto, or HOST:6379); default: start a local one")
     g.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
                    help="--backend ray on a CPU device: CPUs (and torch threads) per task (default 1)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads for training on a CPU (default: 1 for small models, whose operations "
+                        "are too small to share, else torch's default)")
     g.add_argument("--vectorize", default="auto", choices=VECTORIZE, type=str.lower,
                    help="auto (default): call the mechanism once per batch-size group of models under "
                         "torch.func.vmap when it is pure torch; loop: once per model")
@@ -115,6 +118,7 @@ def run_training(args: argparse.Namespace) -> int:
         momentum=DEFAULT_MOMENTUM if args.momentum is None else args.momentum,
         canary_norm=args.canary_norm, vectorize=args.vectorize, backend=args.backend,
         ray_address=args.ray_address, cpus_per_task=validation.positive_int("cpus per task", args.cpus_per_task),
+        threads=args.threads,
     )
 
     sigma_note = "given" if args.noise_multiplier is not None else f"calibrated with {args.calibration_accountant}"

@@ -59,10 +59,9 @@ class Buffers:
         """Forget every storage (whoever still holds one keeps it); the next ``get`` allocates anew."""
         self._store = {}
 
-    def owns(self, t: torch.Tensor) -> bool:
-        """Whether ``t`` shares storage with one of the buffers."""
-        ptr = t.untyped_storage().data_ptr()
-        return any(b.untyped_storage().data_ptr() == ptr for b in self._store.values())
+    def storages(self) -> set[int]:
+        """The data pointers of the buffers' storages (to see whether someone holds on to one)."""
+        return {b.untyped_storage().data_ptr() for b in self._store.values()}
 
 
 # ----------------------------------------------------------------------------

@@ -474,13 +474,16 @@ class Trainer:
         engine = self.engine
         if not isinstance(engine, LayerwiseGrads):
             return
+        ours = engine.buf.storages()
+
+        def owned(t: Any) -> bool:
+            return isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in ours
+
         if isinstance(calls, VmapCalls):
-            held = [t for t in calls.tensors if engine.buf.owns(t)]
-            calls.tensors = [t.clone() if engine.buf.owns(t) else t for t in calls.tensors]
-            held = bool(held)
+            held = any(owned(t) for t in calls.tensors)
+            calls.tensors = [t.clone() if owned(t) else t for t in calls.tensors]
         elif isinstance(calls, LoopCalls):
-            held = any(isinstance(v, torch.Tensor) and engine.buf.owns(v)
-                       for mech in calls.mechs for v in pytree.tree_leaves(getattr(mech, "__dict__", {})))
+            held = any(owned(v) for mech in calls.mechs for v in pytree.tree_leaves(getattr(mech, "__dict__", {})))
         else:
             held = False
         if held:

@@ -70,7 +70,7 @@ from dpaudit.training.backends import ChunkJob, chunks_of, make_backend
 from dpaudit.training.canaries import CanaryDesign, make_canaries
 from dpaudit.training.choices import BACKENDS, VECTORIZE
 from dpaudit.training.results_store import TrainingResultsFile
-from dpaudit.training.trainer import DEFAULT_LR, DEFAULT_MOMENTUM, device_of, is_batched
+from dpaudit.training.trainer import DEFAULT_LR, DEFAULT_MOMENTUM, device_of, is_batched, torch_threads
 
 #: Per-example gradient entries (models × expected batch × parameters) of one chunk on a CPU when K
 #: is not given: the best K of bench/training.py on the 2-core machine (K = 8 for the 26,010-parameter
@@ -78,6 +78,11 @@ from dpaudit.training.trainer import DEFAULT_LR, DEFAULT_MOMENTUM, device_of, is
 #: dominated by fixed costs), never more than CPU_MAX_MODELS.
 CPU_GRADIENT_ENTRIES = 8 * 256 * 26010
 CPU_MAX_MODELS = 256
+#: On a CPU, models whose per-example gradients of one expected batch (batch × parameters) are smaller
+#: than this train with one torch thread when not told otherwise: their operations are too small for a
+#: parallel region to pay off, and on a shared machine idle-spinning threads made them 4-6x slower
+#: (measured on the 2-core machine at load 5-7: the digits MLP at batch 16, 2 threads against 1).
+CPU_ONE_THREAD_BELOW = 1 << 20
 #: Most models trained together on a GPU when not told (the H100 anchors: no gain past 128).
 GPU_MODELS_AT_ONCE = 128
 #: Share of free GPU memory (of host memory on a CPU) that one chunk may plan to use.
@@ -332,6 +337,13 @@ def default_models_at_once(device: str | torch.device, config: RunConfig, input_
     return max(1, min(k, total))
 
 
+def default_threads(device: torch.device, config: RunConfig) -> int | None:
+    """Torch threads for training on ``device`` when not told (None: torch's own default)."""
+    if device.type != "cpu":
+        return None
+    return 1 if config.batch_size * config.n_params < CPU_ONE_THREAD_BELOW else None
+
+
 def _model_name(model_fn: Callable[[], nn.Module]) -> str:
     return getattr(model_fn, "__qualname__", None) or type(model_fn).__name__
 
@@ -473,6 +485,7 @@ def audit_training(
     backend: str = "local",
     ray_address: str | None = None,
     cpus_per_task: int = 1,
+    threads: int | None = None,
 ) -> TrainingAuditResult:
     """Train the mechanism with canaries and bound ε empirically (see the module docstring).
 
@@ -503,6 +516,7 @@ def audit_training(
         backend: "local" or "ray" (:mod:`dpaudit.training.backends`).
         ray_address: Address of a running Ray cluster (None: start or join a local one).
         cpus_per_task: CPUs (and torch threads) per Ray task on a CPU device.
+        threads: Torch threads for local training on a CPU (None: :func:`default_threads`).
     """
     start = time.perf_counter()
     if backend not in BACKENDS:
@@ -581,17 +595,20 @@ def audit_training(
         bar.refresh()
 
     trained, train_seconds = 0, 0.0
+    if threads is not None:
+        threads = validation.positive_int("threads", threads)
     try:
-        for chunk, chunk_records in runner.run(job, pending, progress=show if progress else None):
-            if store is not None:
-                store.append(chunk_records)
-            records.update((r["model"], r) for r in chunk_records)
-            trained += len(chunk_records)
-            train_seconds += sum(r["seconds"] for r in chunk_records)
-            partial.pop(chunk, None)
-            done_models += len(chunk_records)
-            bar.n = done_models + sum(partial.values())
-            bar.refresh()
+        with torch_threads(threads if threads is not None else default_threads(dev, config)):
+            for chunk, chunk_records in runner.run(job, pending, progress=show if progress else None):
+                if store is not None:
+                    store.append(chunk_records)
+                records.update((r["model"], r) for r in chunk_records)
+                trained += len(chunk_records)
+                train_seconds += sum(r["seconds"] for r in chunk_records)
+                partial.pop(chunk, None)
+                done_models += len(chunk_records)
+                bar.n = done_models + sum(partial.values())
+                bar.refresh()
     finally:
         bar.close()
 
