@@ -5,7 +5,6 @@ set -u
 cd "$(dirname "$0")/.."
 . audits/training-common.sh
 for seed in 0 1 2; do
-  dpaudit audit mechanisms/adaptive_clip_noised.py --level training "${RUN_B[@]}" --runs 250 --seed $seed \
-    --json out/training-adaptive_clip_noised-seed$seed.json > out/training-adaptive_clip_noised-seed$seed.txt
-  summarise out/training-adaptive_clip_noised-seed$seed.json "adaptive_clip_noised, white-box, seed $seed" $?
+  train_audit "adaptive_clip_noised, white-box, seed $seed" training-adaptive_clip_noised-seed$seed \
+    mechanisms/adaptive_clip_noised.py --level training "${RUN_B[@]}" --runs 250 --seed $seed
 done

@@ -4,6 +4,5 @@
 set -u
 cd "$(dirname "$0")/.."
 . audits/training-common.sh
-dpaudit audit mechanisms/centered_quantile_clip.py --level training "${RUN_A[@]}" --runs 500 --seed 0 \
-  --json out/training-centered_quantile_clip.json --report out/training-centered_quantile_clip.md > out/training-centered_quantile_clip.txt
-summarise out/training-centered_quantile_clip.json "centered_quantile_clip, white-box" $?
+train_audit "centered_quantile_clip, white-box" training-centered_quantile_clip mechanisms/centered_quantile_clip.py \
+  --level training "${RUN_A[@]}" --runs 500 --seed 0 --report out/training-centered_quantile_clip.md

@@ -11,7 +11,14 @@ RUN_A=(--dataset digits --train-size 128 --batch-size 16 --epochs 40 --epsilon 2
 RUN_B=(--dataset digits --train-size 512 --batch-size 64 --epochs 40 --epsilon 2 --delta 1e-5
        --lr 0.05 --momentum 0 --no-progress --no-results)
 mkdir -p out
-# One line per audit: verdict, the strongest valid bound, the claim, wall time.
+# train_audit LABEL NAME ARGS...: `dpaudit audit ARGS --json out/NAME.json` (its table in out/NAME.txt),
+# then one line: verdict, the strongest valid bound, the claim, accuracy, time.
+train_audit() {
+  local label=$1 name=$2
+  shift 2
+  dpaudit audit "$@" --json "out/$name.json" > "out/$name.txt"
+  summarise "out/$name.json" "$label" $?
+}
 summarise() {
   python - "$1" "$2" "$3" <<'PY'
 import json, sys

@@ -5,10 +5,8 @@ set -u
 cd "$(dirname "$0")/.."
 . audits/training-common.sh
 for seed in 0 1 2; do
-  dpaudit audit mechanisms/dpsgd.py --level training "${RUN_A[@]}" --runs 500 --seed $seed \
-    --json out/training-dpsgd-seed$seed.json > out/training-dpsgd-seed$seed.txt
-  summarise out/training-dpsgd-seed$seed.json "dpsgd, white-box, seed $seed" $?
+  train_audit "dpsgd, white-box, seed $seed" training-dpsgd-seed$seed mechanisms/dpsgd.py \
+    --level training "${RUN_A[@]}" --runs 500 --seed $seed
 done
-dpaudit audit mechanisms/dpsgd.py --level training "${RUN_A[@]}" --canary-kind mislabeled \
-  --canaries 32 --runs 16 --seed 0 --json out/training-dpsgd-blackbox.json > /dev/null
-summarise out/training-dpsgd-blackbox.json "dpsgd, black-box one-run" $?
+train_audit "dpsgd, black-box one-run" training-dpsgd-blackbox mechanisms/dpsgd.py \
+  --level training "${RUN_A[@]}" --canary-kind mislabeled --canaries 32 --runs 16 --seed 0

@@ -5,9 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . audits/training-common.sh
-dpaudit audit mechanisms/realised_batch_norm.py --level training "${RUN_A[@]}" --runs 500 --seed 0 \
-  --json out/training-realised_batch_norm.json --report out/training-realised_batch_norm.md > out/training-realised_batch_norm.txt
-summarise out/training-realised_batch_norm.json "realised_batch_norm, white-box" $?
-dpaudit audit mechanisms/realised_batch_norm.py --level training "${RUN_A[@]}" --canary-kind mislabeled \
-  --canaries 32 --runs 16 --seed 0 --json out/training-realised_batch_norm-blackbox.json > /dev/null
-summarise out/training-realised_batch_norm-blackbox.json "realised_batch_norm, black-box one-run" $?
+train_audit "realised_batch_norm, white-box" training-realised_batch_norm mechanisms/realised_batch_norm.py \
+  --level training "${RUN_A[@]}" --runs 500 --seed 0 --report out/training-realised_batch_norm.md
+train_audit "realised_batch_norm, black-box one-run" training-realised_batch_norm-blackbox \
+  mechanisms/realised_batch_norm.py --level training "${RUN_A[@]}" --canary-kind mislabeled --canaries 32 --runs 16 --seed 0

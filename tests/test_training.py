@@ -14,10 +14,10 @@ from dpaudit.errors import InputError
 from dpaudit.run_config import RunConfig
 from dpaudit.training import training_audit
 from dpaudit.training.canaries import make_canaries, membership, model_seed
-from dpaudit.training.models import dp_cnn_28, mlp_digits
+from dpaudit.training.models import mlp_digits
 from dpaudit.training.report import write_json, write_report
 from dpaudit.training.sampling import CanaryCoins, SharedBatches
-from dpaudit.training.trainer import Trainer, per_sample_grad_fn, stacked_models
+from dpaudit.training.trainer import Trainer, stacked_models
 from dpaudit.training.training_audit import audit_training
 
 from training_support import (  # noqa: F401 (fixtures)
@@ -70,24 +70,6 @@ class DPMechanism:
 
 # ----------------------------------------------------------------------------
 # The trainer
-
-
-@pytest.mark.parametrize("model_fn, shape", [(mlp_digits, (1, 8, 8)), (dp_cnn_28, (1, 28, 28))])
-def test_per_example_gradients_equal_a_naive_loop(model_fn, shape):
-    seeds = [3, 4]
-    base, params = stacked_models(model_fn, seeds, torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 3, *shape, generator=gen)
-    y = torch.randint(0, 10, (2, 3), generator=gen)
-    got = per_sample_grad_fn(base)(params, x, y)
-    for k, s in enumerate(seeds):
-        torch.manual_seed(s)
-        model = model_fn()
-        for b in range(3):
-            model.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[k, b : b + 1]), y[k, b : b + 1]).backward()
-            for name, p in model.named_parameters():
-                torch.testing.assert_close(got[name][k, b], p.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_models_at_once_equal_models_trained_separately(digits):
