@@ -5,27 +5,24 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dpaudit.data.datasets import load_digits
 from dpaudit.errors import InputError
-from dpaudit.mechanism.loader import MechanismFactory
 from dpaudit.run_config import RunConfig
 from dpaudit.training import training_audit
 from dpaudit.training.canaries import make_canaries, membership, model_seed
-from dpaudit.training.models import dp_cnn_28, mlp_digits
+from dpaudit.training.models import mlp_digits
 from dpaudit.training.report import write_json, write_report
-from dpaudit.training.trainer import (
-    PoissonSampler, Trainer, per_sample_grad_fn, stacked_models, torch_threads,
-)
+from dpaudit.training.sampling import CanaryCoins, SharedBatches
+from dpaudit.training.trainer import Trainer, stacked_models
 from dpaudit.training.training_audit import audit_training
 
-MECHANISMS = Path(__file__).resolve().parent.parent / "mechanisms"
-DPSGD = str(MECHANISMS / "dpsgd.py")
+from training_support import (  # noqa: F401 (fixtures)
+    DPSGD, config_for, digits, mechanism_file, new_mechanisms, one_thread,
+)
 
 BROKEN = '''
 import torch
@@ -71,63 +68,15 @@ class DPMechanism:
 '''
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: intra-op threads only add contention on a shared machine.
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
-
-
-def config_for(ds, batch_size=64, epochs=1, sigma=1.0):
-    return RunConfig(
-        dataset_size=len(ds.x_train), batch_size=batch_size, epochs=epochs, epsilon=1.0, delta=1e-5,
-        noise_multiplier=sigma, n_params=2410,
-    )
-
-
-def mechanism_file(tmp_path, source, name="mech.py"):
-    path = tmp_path / name
-    path.write_text(source)
-    return str(path)
-
-
-def new_mechanisms(spec, config, k):
-    factory = MechanismFactory.load(spec, config)
-    return [factory.new() for _ in range(k)]
-
-
 # ----------------------------------------------------------------------------
 # The trainer
-
-
-@pytest.mark.parametrize("model_fn, shape", [(mlp_digits, (1, 8, 8)), (dp_cnn_28, (1, 28, 28))])
-def test_per_example_gradients_equal_a_naive_loop(model_fn, shape):
-    seeds = [3, 4]
-    base, params = stacked_models(model_fn, seeds, torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 3, *shape, generator=gen)
-    y = torch.randint(0, 10, (2, 3), generator=gen)
-    got = per_sample_grad_fn(base)(params, x, y)
-    for k, s in enumerate(seeds):
-        torch.manual_seed(s)
-        model = model_fn()
-        for b in range(3):
-            model.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[k, b : b + 1]), y[k, b : b + 1]).backward()
-            for name, p in model.named_parameters():
-                torch.testing.assert_close(got[name][k, b], p.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_models_at_once_equal_models_trained_separately(digits):
     config = config_for(digits)
     design = make_canaries("dirac", 3, digits, mlp_digits, seed=1)
     trainer = Trainer(mlp_digits, config, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
-                      canaries=design.canaries)
+                      canaries=design.canaries, vectorize="loop")
     seeds = [11, 12, 13]
     memb = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0]], dtype=bool)
     together = trainer.train(new_mechanisms(DPSGD, config, 3), seeds, memb)
@@ -141,7 +90,7 @@ def test_models_at_once_equal_models_trained_separately(digits):
 
 def test_same_seed_gives_bit_identical_parameters_and_keeps_callers_rng(digits):
     config = config_for(digits)
-    trainer = Trainer(mlp_digits, config, digits.x_train, digits.y_train)
+    trainer = Trainer(mlp_digits, config, digits.x_train, digits.y_train, vectorize="loop")
     torch.manual_seed(123)
     np.random.seed(5)
     random.seed(7)
@@ -159,17 +108,20 @@ def test_same_seed_gives_bit_identical_parameters_and_keeps_callers_rng(digits):
 
 def test_poisson_batches_have_the_right_size():
     n, q, draws = 1000, 0.05, 2000
-    sampler = PoissonSampler(9, n, q, extra=4)
-    sizes, coins = [], []
-    for _ in range(draws):
-        idx, c = sampler.draw()
+    batches = SharedBatches(9, n, q)
+    coins = CanaryCoins(9, 4, q)
+    sizes, drawn = [], []
+    for t in range(draws):
+        idx = batches.at(t)
         assert np.all(np.diff(idx) > 0) and (idx.size == 0 or (idx[0] >= 0 and idx[-1] < n))
         sizes.append(idx.size)
-        coins.append(c)
+        drawn.append(coins.draw())
+    assert np.array_equal(batches.at(17), SharedBatches(9, n, q).at(17))  # a function of (seed, step) alone
     sd = math.sqrt(n * q * (1 - q) / draws)
     assert abs(np.mean(sizes) - n * q) < 4 * sd
     assert np.var(sizes) == pytest.approx(n * q * (1 - q), rel=0.15)
-    assert abs(np.mean(coins) - q) < 4 * math.sqrt(q * (1 - q) / (draws * 4))
+    assert abs(np.mean(drawn) - q) < 4 * math.sqrt(q * (1 - q) / (draws * 4))
+    assert np.array_equal(SharedBatches(0, 7, 1.0).at(3), np.arange(7))
 
 
 def test_mechanism_sees_poisson_batches_of_the_right_mean_size(digits):
@@ -181,7 +133,8 @@ def test_mechanism_sees_poisson_batches_of_the_right_mean_size(digits):
             seen.append(per_sample_grads[0].shape[0])
             return [torch.zeros(g.shape[1:]) for g in per_sample_grads]
 
-    Trainer(mlp_digits, config, digits.x_train, digits.y_train).train([Recording() for _ in range(4)], [1, 2, 3, 4])
+    Trainer(mlp_digits, config, digits.x_train, digits.y_train, vectorize="loop").train(
+        [Recording() for _ in range(4)], [1, 2, 3, 4])
     assert len(seen) == 4 * config.steps
     sd = math.sqrt(len(digits.x_train) * config.sample_rate / len(seen))
     assert abs(np.mean(seen) - 64 * len(digits.x_train) / config.dataset_size) < 4 * sd
@@ -275,7 +228,10 @@ def test_multi_run_white_box_audit_of_dp_sgd(digits, tmp_path):
         assert math.isfinite(e.epsilon_lb) and e.epsilon_lb >= 0
         assert math.isfinite(e.ceiling) or e.name == "gdp_parametric"  # no ceiling: it extrapolates
     assert not result.violation
-    assert result.estimates["clopper_pearson"].confidence == pytest.approx(0.975)
+    # Two white-box statistics (projection, noise scale), two verdict estimators each: alpha / 4.
+    assert set(result.statistics) == {"projection", "scale"}
+    assert result.statistics["scale"]["clopper_pearson"].confidence == pytest.approx(1 - 0.05 / 4)
+    assert result.statistics["projection"]["gdp"].confidence == pytest.approx(1 - 0.05 / 2)
     assert 0.0 < result.claimed_epsilon < 10 and result.accuracy["min"] > 0.3
     d = result.to_dict()
     assert {"claimed_epsilon", "confidence", "violation", "estimators", "config", "test_accuracy", "seconds"} <= set(d)
@@ -304,8 +260,9 @@ def test_multi_run_white_box_audit_catches_it_with_few_runs(digits, tmp_path):
     config = config_for(digits, batch_size=16, epochs=3)  # claimed eps 1.14
     result = audit_training(broken, config, digits, runs=32, models_at_once=64, seed=3, lr=0.1)
     assert result.violation, result.summary()
-    best = result.strongest()
-    assert result.claimed_epsilon < best.epsilon_lb <= best.ceiling + 1e-3
+    assert result.strongest().epsilon_lb > result.claimed_epsilon
+    cp = result.statistics["projection"]["clopper_pearson"]
+    assert result.claimed_epsilon < cp.epsilon_lb <= cp.ceiling + 1e-3
 
 
 def test_one_run_black_box_audit(digits):

@@ -42,6 +42,18 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    def subset(self, n: int) -> "Dataset":
+        """The first ``n`` training examples in a fixed random order (the test set unchanged), named
+        ``<name>[n]``: small N makes q = B/N large, where training audits are strongest."""
+        total = len(self.x_train)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= total:
+            raise InputError(f"training subset size must be an integer in [1, {total}] for {self.name}, got {n!r}")
+        if n == total:
+            return self
+        keep = np.sort(np.random.default_rng(0).permutation(total)[:n])
+        return Dataset(f"{self.name}[{n}]", self.x_train[keep], self.y_train[keep], self.x_test, self.y_test,
+                       self.classes)
+
 
 def _find_idx(directory: Path, stem: str) -> Path:
     for candidate in (directory / stem, directory / f"{stem}.gz"):

@@ -20,9 +20,15 @@ Gradient canaries are placed on *quiet* coordinates: the coordinates whose
 mean absolute per-example gradient, at a reference initialisation on a sample
 of training data, is among the lowest tenth (or the lowest m). The other
 examples' gradients at such a coordinate are small, so the canary's
-contribution stands out against the noise alone. The choice depends on the
-audit seed and the data, never on which models include the canary, so it does
-not affect the validity of the bounds.
+contribution stands out against the noise alone. Every other coordinate
+measures each update's noise scale, the second white-box score: the root mean
+square of the change of the update from the previous step (differencing
+removes most of the slowly varying signal, and the EMA that some mechanisms
+add to their outputs) summed in logarithm over steps. It moves with anything
+that makes the noise depend on the data: a realised batch size in the
+divisor, a clip norm that follows un-noised statistics.
+The choices depend on the audit seed and the data, never on which models
+include the canary, so they do not affect the validity of the bounds.
 
 Membership: in a multi-run audit model k includes its one canary with a fair
 coin drawn from its seed; in a one-run audit each of the m canaries is
@@ -43,14 +49,10 @@ from torch import nn
 from dpaudit import validation
 from dpaudit.data.datasets import Dataset
 from dpaudit.errors import InputError
-from dpaudit.training.trainer import (
-    TrainingCanaries, derive_seed, per_sample_grad_fn, stacked_models,
-)
+from dpaudit.seeding import derive_seed
+from dpaudit.training.choices import CANARY_KINDS, THREAT_MODEL_OF, THREAT_MODELS
+from dpaudit.training.trainer import TrainingCanaries, per_sample_grad_fn, stacked_models
 
-CANARY_KINDS = ("dirac", "mislabeled", "ood")
-THREAT_MODELS = ("white-box", "black-box")
-#: The threat model each canary kind is scored under.
-THREAT_MODEL_OF = {"dirac": "white-box", "mislabeled": "black-box", "ood": "black-box"}
 #: Gradient canaries' norm as a multiple of the clip norm (see the module docstring).
 DIRAC_NORM_FACTOR = 10.0
 #: Fraction of the coordinates, the quietest, that gradient canaries are drawn from.
@@ -111,8 +113,9 @@ class CanaryDesign:
 def quiet_coordinates(
     model_fn: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, m: int, seed: int,
     device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """m distinct flat parameter coordinates, drawn at random among the quietest (see the module docstring)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m distinct flat parameter coordinates drawn at random among the quietest, every other
+    coordinate), both sorted (see the module docstring)."""
     dev = torch.device(device)
     base, params = stacked_models(model_fn, [derive_seed(seed, _SEED_DESIGN, 1)], dev)
     total = sum(p[0].numel() for p in params.values())
@@ -128,7 +131,8 @@ def quiet_coordinates(
     pool_size = max(m, math.ceil(QUIET_FRACTION * total))
     # Ties (e.g. many exactly-zero coordinates) are broken at random, not by position.
     order = np.lexsort((rng.random(total), loudness))
-    return np.sort(rng.choice(order[:pool_size], size=m, replace=False)).astype(np.int64)
+    chosen = np.sort(rng.choice(order[:pool_size], size=m, replace=False)).astype(np.int64)
+    return chosen, np.setdiff1d(np.arange(total), chosen).astype(np.int64)
 
 
 def make_canaries(
@@ -161,8 +165,9 @@ def make_canaries(
     rng = np.random.default_rng(derive_seed(seed, _SEED_DESIGN, 3))
     if kind == "dirac":
         c_norm = DIRAC_NORM_FACTOR * max_grad_norm if norm is None else validation.positive("canary norm", norm)
-        coords = quiet_coordinates(model_fn, dataset.x_train, dataset.y_train, m, seed, device)
-        return CanaryDesign(kind, tm, TrainingCanaries(coordinates=coords, norm=c_norm), np.arange(n))
+        coords, rest = quiet_coordinates(model_fn, dataset.x_train, dataset.y_train, m, seed, device)
+        canaries = TrainingCanaries(coordinates=coords, norm=c_norm, scale_coordinates=rest)
+        return CanaryDesign(kind, tm, canaries, np.arange(n))
     if kind == "mislabeled":
         if m >= n:
             raise InputError(f"{m} mislabeled canaries need more than {m} training examples; the dataset has {n}")

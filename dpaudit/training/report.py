@@ -52,7 +52,8 @@ def markdown(result: TrainingAuditResult, *, roc: str | None = None, histogram: 
         f"- {result.mode} audit: {result.canary_description}",
         f"- {result.models} model{'s' if result.models != 1 else ''} "
         f"({result.in_scores.size} canary observations in, {result.out_scores.size} out), "
-        f"{result.models_at_once} at once on `{result.device}`, seed {result.seed}",
+        f"{result.models_at_once} at once on `{result.device}` ({result.backend} backend), mechanism calls: "
+        f"{result.calls}, seed {result.seed}",
         f"- test accuracy of the trained models: mean {_fmt(100 * acc['mean'], 1)} %, "
         f"min {_fmt(100 * acc['min'], 1)} %, max {_fmt(100 * acc['max'], 1)} %",
         f"- {result.seconds:.1f} s, {_fmt(result.models_per_second, 3)} models/s "
@@ -60,17 +61,20 @@ def markdown(result: TrainingAuditResult, *, roc: str | None = None, histogram: 
         "",
         "## Estimates",
         "",
-        "| estimator | ε lower bound | ceiling of this design | confidence | valid for a verdict |",
-        "|---|---:|---:|---:|---|",
+        "| statistic | estimator | ε lower bound | ceiling of this design | confidence | valid for a verdict |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    for name, e in result.estimates.items():
-        valid = "yes" if e.valid_for_verdict else (e.assumption or "no")
-        lines.append(f"| {name} | {_fmt(e.epsilon_lb)} | {_fmt(e.ceiling)} | {e.confidence:.4g} | {valid} |")
+    for stat, row in result.statistics.items():
+        for name, e in row.items():
+            valid = "yes" if e.valid_for_verdict else (e.assumption or "no")
+            lines.append(f"| {stat} | {name} | {_fmt(e.epsilon_lb)} | {_fmt(e.ceiling)} | {e.confidence:.4g} | {valid} |")
     lines += [
         "",
         "The ceiling is what the same estimator would certify from a perfect attack with this many "
         "runs or canaries: a design whose ceiling is below the claim cannot find a violation.",
     ]
+    if result.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     if roc or histogram:
         lines += ["", "## Scores", ""]
         if roc:

@@ -31,6 +31,8 @@ class TrainingResultsFile:
         self.fingerprint = fingerprint
         self.header = {"format": FORMAT, "fingerprint": fingerprint, **(header or {})}
         self._lines: list[str] = []
+        #: The header found in an existing file (the one written now for a new file).
+        self.stored: dict[str, Any] = self.header
 
     def open(self) -> dict[int, dict[str, Any]]:
         """The records already in the file (creating it with the header if absent).
@@ -59,6 +61,7 @@ class TrainingResultsFile:
                 f"{self.path}: holds models of a different training audit (another mechanism file, run, dataset, "
                 "canaries, seed or optimiser settings); pick another results file or delete this one"
             )
+        self.stored = stored
         records: dict[int, dict[str, Any]] = {}
         kept = [lines[0]]
         for line in lines[1:]:
@@ -67,7 +70,7 @@ class TrainingResultsFile:
                 key = int(rec["model"])
             except (ValueError, KeyError, TypeError):
                 continue  # damaged: that model is trained again
-            records[key] = rec
+            records[key] = rec  # a model trained twice (a chunk redone) counts once
             kept.append(line)
         self._lines = kept
         return records

@@ -2,39 +2,37 @@
 
 One :class:`Trainer` holds the data (on the device) and trains a *chunk* of K
 models together: their parameters are stacked along a leading model
-dimension (``torch.func.stack_module_state``) and the per-example gradients
-of all K models come from one ``vmap`` over models of ``vmap(grad(loss))``
-over examples.
+dimension and the per-example gradients of all K models come from one
+engine call (:mod:`dpaudit.training.per_example`).
 
-Every step, each model draws its own Poisson batch (every example in with
-probability q = ``config.sample_rate``, independently of the other models).
-The batches have different sizes, so they are padded to the largest one and
-each model's real rows are sliced out again before its mechanism sees them.
-A seed-interface mechanism is called once per model per step,
-
-    ``clip_and_noise([g[k, :B_k] for g in per_sample_grads], step, epoch)``,
-
-and its output (one tensor per parameter) is the gradient that SGD with
-momentum applies: ``buf ← μ·buf + u``, ``θ ← θ − lr·buf`` (PyTorch's SGD
-without dampening or weight decay).
+Batches (:mod:`dpaudit.training.sampling`): every step, the base batch (the
+training examples, each in with probability q = ``config.sample_rate``) is the
+same for every model trained with the same ``batch_seed``; each model adds the
+canaries it includes with its own coins. Models are ordered by realised batch
+size for the step and padded to the largest; the mechanism of model k sees its
+own B_k rows, ``[g[k, :B_k] for g in per_sample_grads]``, through
+:mod:`dpaudit.training.mechanism_calls` (one ``vmap`` call per batch-size group
+for pure-torch mechanisms, else one call per model). Its output (one tensor
+per parameter) is the gradient that SGD with momentum applies:
+``buf ← μ·buf + u``, ``θ ← θ − lr·buf`` (PyTorch's SGD without dampening or
+weight decay).
 
 A mechanism may also handle all K models in one call (:class:`BatchedMechanism`,
-``clip_and_noise_batched``). None of the reference mechanisms does; the
-per-model loop is the default and the only path whose results do not depend on
-how the models are grouped into chunks.
+``clip_and_noise_batched``).
 
 Determinism
 -----------
-Everything random about model k follows from its seed s_k: its
-initialisation (torch's generator seeded with s_k), its Poisson batches and
-its canaries' sampling (a numpy ``PCG64`` stream seeded with s_k, on the host,
-so they are the same on every device), and the mechanism's noise: before
-model k's call at step t, torch's, numpy's and Python's *global* generators
-are seeded with a number derived from (s_k, t). The mechanism draws from them
-as the seed interface expects, and its noise does not depend on which other
-models share the chunk or in what order they are called. So K models trained
-at once equal the same K models trained one by one (up to float rounding in
-the batched gradients), and the same seeds give bit-identical parameters on
+Everything random about model k follows from its seed s_k and the trainer's
+``batch_seed`` (and ``init_seed``): its initialisation (torch's generator
+seeded with s_k, or with ``init_seed`` for every model, on the CPU), its
+canary coins (a numpy ``PCG64`` stream seeded from s_k), the base
+batches (from ``batch_seed`` and the step), and the mechanism's noise: with
+one call per model, torch's, numpy's and Python's global generators are seeded
+from (s_k, t) before model k's call at step t (and any generator the mechanism
+keeps in its attributes once, from s_k), so the noise does not depend on
+which other models share the chunk; under ``vmap`` the noise of a group is
+drawn after seeding from the group's seeds and the step, so it does depend on
+the chunk. Either way the same seeds and chunks give the same parameters on
 the same device (on CUDA only with deterministic kernels:
 ``torch.use_deterministic_algorithms(True)``). On CUDA the noise comes from
 CUDA's generator, so CPU and GPU runs agree in distribution, not bit for bit.
@@ -44,7 +42,6 @@ The caller's global generator states are restored afterwards.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
@@ -53,13 +50,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
+from torch.utils import _pytree as pytree
 
 from dpaudit import validation
 from dpaudit.errors import InputError
 from dpaudit.mechanism.loader import epoch_of
 from dpaudit.run_config import RunConfig
 from dpaudit.seeding import derive_seed
+from dpaudit.training.choices import VECTORIZE
+from dpaudit.training.mechanism_calls import (
+    CallNotes, GlobalGenerators, LoopCalls, VmapCalls, check_output, make_calls, one_line, source_of,
+)
+from dpaudit.training.per_example import FuncGrads, LayerwiseGrads, per_example_engine
+from dpaudit.training.sampling import CanaryCoins, SharedBatches
 
 #: Learning rate used when none is given, for the mechanism's output as an average
 #: over the expected batch (plain DP-SGD). With σ = 1, C = 1 and momentum 0.9,
@@ -70,7 +74,7 @@ from dpaudit.seeding import derive_seed
 DEFAULT_LR = 0.25
 DEFAULT_MOMENTUM = 0.9
 #: Examples × models per forward pass when evaluating (bounds activation memory).
-EVAL_ROWS = 1 << 18
+EVAL_ROWS = 1 << 16
 
 
 # ----------------------------------------------------------------------------
@@ -79,7 +83,7 @@ EVAL_ROWS = 1 << 18
 
 @runtime_checkable
 class BatchedMechanism(Protocol):
-    """A mechanism that takes the model dimension itself (optional, faster on a GPU).
+    """A mechanism that takes the model dimension itself (optional).
 
     ``per_sample_grads[i]`` has shape ``[K, B_max, *param_shape_i]`` and
     ``mask[k, b]`` says whether row b of model k is a real example (padding
@@ -101,106 +105,30 @@ def is_batched(mechanism: Any) -> bool:
     return callable(getattr(mechanism, "clip_and_noise_batched", None))
 
 
-def _source(mech: Any) -> str:
-    import inspect
+class _BatchedCalls:
+    path = "batched"
 
-    try:
-        return inspect.getfile(type(mech))
-    except (TypeError, OSError):
-        return type(mech).__name__
+    def __init__(self, mech: Any, seeds: Sequence[int]) -> None:
+        self.mech, self.seed = mech, int(seeds[0])
 
-
-def _check_output(
-    mech: Any, out: Any, shapes: Sequence[torch.Size], step: int, device: torch.device, lead: tuple[int, ...] = (),
-) -> list[torch.Tensor]:
-    method = "clip_and_noise_batched" if lead else "clip_and_noise"
-    if not isinstance(out, (list, tuple)) or len(out) != len(shapes):
-        got = f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (list, tuple)) else repr(type(out).__name__)
-        raise InputError(
-            f"{_source(mech)}: {method}(step={step}) returned {got}; expected a list of "
-            f"{len(shapes)} tensors, one per model parameter"
-        )
-    for i, (o, s) in enumerate(zip(out, shapes)):
-        want = torch.Size(lead) + s
-        if not isinstance(o, torch.Tensor) or o.shape != want:
-            got = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
+    def __call__(self, gens, per_sample, sizes, order, step, epoch, shapes):
+        width = per_sample[0].shape[1]
+        dev = per_sample[0].device
+        mask = torch.arange(width, device=dev)[None, :] < torch.as_tensor(sizes, device=dev)[:, None]
+        gens.seed(derive_seed(self.seed, 3, step))
+        try:
+            out = self.mech.clip_and_noise_batched(list(per_sample), mask, step, epoch)
+        except InputError:
+            raise
+        except Exception as exc:
             raise InputError(
-                f"{_source(mech)}: {method}(step={step}) output {i} has shape {got}; expected {tuple(want)}"
-            )
-        if o.device != device:
-            raise InputError(
-                f"{_source(mech)}: {method}(step={step}) output {i} is on {o.device}, the gradients on {device}; "
-                "create tensors with device=g.device"
-            )
-    return list(out)
+                f"{source_of(self.mech)}: clip_and_noise_batched(step={step}, epoch={epoch}) raised {one_line(exc)}"
+            ) from exc
+        return check_output(self.mech, out, shapes, step, dev, lead=(len(sizes),), method="clip_and_noise_batched")
 
 
 # ----------------------------------------------------------------------------
-# Global random state
-
-
-class _GlobalGenerators:
-    """Seeds torch's (CPU and the device's), numpy's and Python's global generators; restores them on exit."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.index if device.type == "cuda" else None
-        if self.cuda is None and device.type == "cuda":
-            self.cuda = torch.cuda.current_device()
-
-    def __enter__(self) -> "_GlobalGenerators":
-        self._torch = torch.default_generator.get_state()
-        self._cuda = torch.cuda.get_rng_state(self.cuda) if self.cuda is not None else None
-        self._numpy = np.random.get_state()
-        self._python = random.getstate()
-        return self
-
-    def seed(self, seed: int) -> None:
-        # torch.manual_seed would also do this, but costs ~0.3 ms (it formats a
-        # traceback for CUDA's lazy initialisation); this is called K times a step.
-        torch.default_generator.manual_seed(seed)
-        if self.cuda is not None:
-            torch.cuda.default_generators[self.cuda].manual_seed(seed)
-        np.random.seed(seed & 0xFFFFFFFF)
-        random.seed(seed)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.default_generator.set_state(self._torch)
-        if self._cuda is not None:
-            torch.cuda.set_rng_state(self._cuda, self.cuda)
-        np.random.set_state(self._numpy)
-        random.setstate(self._python)
-
-
-# ----------------------------------------------------------------------------
-# Poisson sampling
-
-
-class PoissonSampler:
-    """One model's batches: each of ``n`` examples in with probability ``q``, every step.
-
-    Draws B ~ Binomial(n, q) and then B distinct indices uniformly, which is
-    the same distribution as n independent coin flips but costs O(B) instead
-    of O(n). ``extra`` more independent coins per step (the canaries) are
-    drawn after the batch, always all of them, so the stream does not depend
-    on which canaries a model includes.
-    """
-
-    def __init__(self, seed: int, n: int, q: float, extra: int = 0) -> None:
-        self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.n = int(n)
-        self.q = float(q)
-        self.extra = int(extra)
-
-    def draw(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted base indices, boolean mask over the ``extra`` canaries)."""
-        b = int(self.rng.binomial(self.n, self.q))
-        idx = np.sort(self.rng.choice(self.n, size=b, replace=False)) if b else np.zeros(0, np.int64)
-        coins = self.rng.random(self.extra) < self.q if self.extra else np.zeros(0, bool)
-        return idx.astype(np.int64), coins
-
-
-# ----------------------------------------------------------------------------
-# Per-example gradients
+# Models
 
 
 def stacked_models(model_fn: Callable[[], nn.Module], seeds: Sequence[int], device: torch.device) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -211,12 +139,14 @@ def stacked_models(model_fn: Callable[[], nn.Module], seeds: Sequence[int], devi
     device), then moved to ``device``.
     """
     models = []
-    with _GlobalGenerators(torch.device("cpu")):
+    state = torch.default_generator.get_state()
+    try:
         for s in seeds:
             torch.default_generator.manual_seed(int(s))
             models.append(model_fn())
-    buffers = [b for m in models for b in m.buffers()]
-    if buffers:
+    finally:
+        torch.default_generator.set_state(state)
+    if any(True for m in models for _ in m.buffers()):
         raise InputError("training audits support models without buffers only (no batch norm: it mixes examples)")
     params, _ = stack_module_state(models)
     params = {k: v.detach().to(device).clone() for k, v in params.items()}
@@ -225,14 +155,8 @@ def stacked_models(model_fn: Callable[[], nn.Module], seeds: Sequence[int], devi
 
 
 def per_sample_grad_fn(base: nn.Module) -> Callable[..., dict[str, torch.Tensor]]:
-    """``f(params[K, ...], x[K, B, ...], y[K, B]) -> {name: [K, B, *shape]}``: cross-entropy gradients per model and example."""
-
-    def loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(base, params, (x.unsqueeze(0),))
-        return F.cross_entropy(logits, y.unsqueeze(0))
-
-    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
-    return vmap(per_example, in_dims=(0, 0, 0))
+    """``f(params[K, ...], x[K, B, ...], y[K, B]) -> {name: [K, B, *shape]}`` (``torch.func``; any model)."""
+    return FuncGrads(base)
 
 
 def forward_fn(base: nn.Module) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
@@ -258,13 +182,18 @@ class TrainingCanaries:
     concatenated parameter vector; when sampled, a row that is ``norm`` at
     that coordinate and zero elsewhere is appended to the per-example
     gradients; scored by the sum over steps of the mechanism's output at that
-    coordinate).
+    coordinate). ``scale_coordinates`` (gradient canaries only, optional): the
+    coordinates whose root mean square of the change of the update from the
+    previous step estimates that step's noise scale (every coordinate but the
+    canaries'); the trainer then also returns each model's sum over steps of
+    its logarithm.
     """
 
     x: np.ndarray | None = None
     y: np.ndarray | None = None
     coordinates: np.ndarray | None = None
     norm: float = 1.0
+    scale_coordinates: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if (self.x is None) == (self.coordinates is None):
@@ -289,15 +218,24 @@ class TrainResult:
     ``scores[k, j]`` is canary j's score in model k (higher = "looks in"):
     for gradient canaries the sum over steps of the mechanism's output at the
     canary's coordinate, for input canaries minus the final model's
-    cross-entropy loss on it. ``test_accuracy[k]`` is model k's accuracy on
-    the test set (NaN without one).
+    cross-entropy loss on it. ``log_scale[k]``: the sum over steps of the log
+    noise scale of model k's updates (NaN unless the canaries give
+    ``scale_coordinates``). ``test_accuracy[k]`` is model k's accuracy on the
+    test set (NaN without one). ``calls`` is how the mechanism was called
+    ("vmap", "loop" or "batched"); ``notes`` say what else happened;
+    ``empty_batch_steps[k]`` counts the steps at which model k's mechanism
+    raised on an empty batch (:mod:`dpaudit.training.mechanism_calls`).
     """
 
     params: dict[str, torch.Tensor]
     scores: np.ndarray
+    log_scale: np.ndarray
     test_accuracy: np.ndarray
     steps: int
     seconds: float
+    calls: str = "loop"
+    notes: tuple[str, ...] = ()
+    empty_batch_steps: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------
@@ -316,6 +254,12 @@ class Trainer:
         lr, momentum: SGD with momentum applied to the mechanism's output.
         device: Where the data, parameters and per-example gradients live.
         canaries: Optional :class:`TrainingCanaries`.
+        batch_seed: Seeds the base batches shared by every model (:mod:`dpaudit.training.sampling`).
+        init_seed: If given, every model starts from the parameters ``model_fn`` builds with this
+            seed (a public, fixed initialisation, as the strongest white-box audits use); else model k
+            starts from its own seed's.
+        vectorize: "auto" (``vmap`` over the models when the mechanism allows it) or "loop".
+        engine: Per-example gradients: "auto", "layerwise" or "func" (:mod:`dpaudit.training.per_example`).
     """
 
     def __init__(
@@ -331,6 +275,10 @@ class Trainer:
         momentum: float = DEFAULT_MOMENTUM,
         device: str | torch.device = "cpu",
         canaries: TrainingCanaries | None = None,
+        batch_seed: int = 0,
+        init_seed: int | None = None,
+        vectorize: str = "auto",
+        engine: str = "auto",
     ) -> None:
         self.model_fn = model_fn
         self.config = config
@@ -338,20 +286,34 @@ class Trainer:
         self.momentum = validation.nonnegative("momentum", momentum)
         if self.momentum >= 1:
             raise InputError(f"momentum must be in [0, 1), got {momentum}")
-        self.device = _device(device)
+        if vectorize not in VECTORIZE:
+            raise InputError(f"vectorize must be one of {', '.join(VECTORIZE)}, got {vectorize!r}")
+        self.vectorize = vectorize
+        self.device = device_of(device)
         if len(x_train) != len(y_train) or len(x_train) == 0:
             raise InputError(f"x_train ({len(x_train)}) and y_train ({len(y_train)}) must be non-empty and of equal length")
         self.n = len(x_train)
         self.canaries = canaries
+        base, _ = stacked_models(model_fn, [0], torch.device("cpu"))
+        self.engine = per_example_engine(model_fn(), base, self.device, engine)
         xs, ys = [np.asarray(x_train, np.float32)], [np.asarray(y_train, np.int64)]
         if canaries is not None and not canaries.gradient:
             xs.append(np.asarray(canaries.x, np.float32))
             ys.append(np.asarray(canaries.y, np.int64))
-        # The pool: training examples, then the input canaries (index n + j).
-        self.pool_x = torch.from_numpy(np.concatenate(xs)).to(self.device)
+        # The pool: training examples, then the input canaries (index n + j); channels-last
+        # images for the layer-wise engine.
+        pool = torch.from_numpy(np.concatenate(xs))
+        self.input_shape = tuple(pool.shape[1:])
+        if self.engine.channels_last and pool.dim() == 4:
+            pool = pool.permute(0, 2, 3, 1).contiguous()
+        self.pool_x = pool.to(self.device)
         self.pool_y = torch.from_numpy(np.concatenate(ys)).to(self.device)
+        self.canary_x = None if canaries is None or canaries.gradient else torch.from_numpy(
+            np.asarray(canaries.x, np.float32)).to(self.device)
         self.x_test = None if x_test is None else torch.from_numpy(np.asarray(x_test, np.float32)).to(self.device)
         self.y_test = None if y_test is None else torch.from_numpy(np.asarray(y_test, np.int64)).to(self.device)
+        self.batches = SharedBatches(batch_seed, self.n, config.sample_rate)
+        self.init_seed = init_seed
 
     # ----- one chunk ---------------------------------------------------
     def train(
@@ -388,66 +350,78 @@ class Trainer:
             if membership is None or membership.shape != (K, m):
                 raise InputError(f"membership must be a [{K}, {m}] boolean array (models × canaries)")
 
-        base, params = stacked_models(self.model_fn, seeds, self.device)
+        inits = seeds if self.init_seed is None else [self.init_seed] * K
+        base, params = stacked_models(self.model_fn, inits, self.device)
         names = list(params)
         shapes = [params[n].shape[1:] for n in names]
-        sizes = [s.numel() for s in shapes]
-        grads_fn = per_sample_grad_fn(base)
         buf = {n: torch.zeros_like(p) for n, p in params.items()}
-        samplers = [PoissonSampler(derive_seed(s, 1), self.n, self.config.sample_rate, m) for s in seeds]
+        coins = [CanaryCoins(derive_seed(s, 1), m, self.config.sample_rate) for s in seeds]
         gradient_canaries = self.canaries is not None and self.canaries.gradient
         scores = torch.zeros(K, m, dtype=torch.float64, device=self.device)
+        log_scale = torch.zeros(K, dtype=torch.float64, device=self.device)
+        scale_coords = None
         if gradient_canaries:
+            sizes = [s.numel() for s in shapes]
             coords = torch.as_tensor(self.canaries.coordinates, dtype=torch.long, device=self.device)
             offsets = np.concatenate([[0], np.cumsum(sizes)])
             # (parameter index, flat index inside it) of every canary coordinate.
             canary_param = np.searchsorted(offsets, self.canaries.coordinates, side="right") - 1
             canary_local = self.canaries.coordinates - offsets[canary_param]
+            if self.canaries.scale_coordinates is not None and len(self.canaries.scale_coordinates):
+                scale_coords = torch.as_tensor(self.canaries.scale_coordinates, dtype=torch.long, device=self.device)
 
+        notes = CallNotes(K)
+        calls = _BatchedCalls(mechanisms, seeds) if batched else make_calls(mechanisms, seeds, self.vectorize, notes)
+        if notes.refused:
+            notes.lines.append(f"mechanism called once per model: vmap refused it ({notes.refused})")
         T = self.config.steps
-        with _GlobalGenerators(self.device) as gens:
+        identity = np.arange(K)
+        previous = None  # the last update at the scale coordinates
+        with GlobalGenerators(self.device) as gens:
             for step in range(T):
                 epoch = epoch_of(step, self.config)
-                batches, sampled = [], []
-                for k, sampler in enumerate(samplers):
-                    idx, coins = sampler.draw()
-                    chosen = np.flatnonzero(coins & membership[k]) if m else np.zeros(0, np.int64)
-                    if m and not gradient_canaries:
-                        idx = np.concatenate([idx, self.n + chosen])
-                        chosen = np.zeros(0, np.int64)
-                    batches.append(idx)
-                    sampled.append(chosen)  # gradient canaries to insert
-                # Model k's rows: its B_k examples, then one slot per gradient canary it
-                # sampled (computed as padding, then overwritten), then padding.
-                sizes_k = [len(b) + len(c) for b, c in zip(batches, sampled)]
-                width = max(sizes_k)
+                base_idx = self.batches.at(step)
+                b = len(base_idx)
+                chosen = [np.flatnonzero(c.draw() & membership[k]) if m else np.zeros(0, np.int64)
+                          for k, c in enumerate(coins)]
+                sizes_k = b + np.array([len(c) for c in chosen], dtype=np.int64)
+                order = np.argsort(sizes_k, kind="stable")
+                sizes = sizes_k[order]
+                width = int(sizes[-1])
                 if width:
-                    table = np.zeros((K, width), dtype=np.int64)  # padding rows repeat example 0
-                    for k, b in enumerate(batches):
-                        table[k, : len(b)] = b
-                    rows = self._to_device(table)
-                    g = grads_fn(params, self.pool_x[rows], self.pool_y[rows])
-                    per_sample = [g[n] for n in names]
+                    per_sample = self._gradients(params, base_idx, chosen, order, width, names, identity)
                     if gradient_canaries:
-                        self._insert_gradient_canaries(per_sample, batches, sampled, canary_param, canary_local)
+                        self._insert_gradient_canaries(per_sample, b, chosen, order, canary_param, canary_local)
                 else:
                     per_sample = [torch.zeros((K, 0, *s), device=self.device) for s in shapes]
 
-                if batched:
-                    mask = torch.arange(width, device=self.device)[None, :] < self._to_device(np.asarray(sizes_k))[:, None]
-                    gens.seed(derive_seed(seeds[0], 3, step))
-                    update = _call_batched(mechanisms, per_sample, mask, step, epoch, shapes)
-                else:
-                    outs = []
-                    for k, mech in enumerate(mechanisms):
-                        rows_k = [p[k, : sizes_k[k]] for p in per_sample]
-                        gens.seed(derive_seed(seeds[k], 2, step))
-                        outs.append(_call(mech, rows_k, step, epoch, shapes))
-                    update = [torch.stack([o[i] for o in outs]) for i in range(len(names))]
+                try:
+                    update = calls(gens, per_sample, sizes, order, step, epoch, shapes)
+                except InputError:
+                    raise
+                except Exception as exc:
+                    if not isinstance(calls, VmapCalls):
+                        raise
+                    # The state is untouched until a vmap step succeeds: redo this step per model.
+                    notes.path, notes.refused = "loop", one_line(exc)
+                    notes.lines.append(
+                        f"mechanism called once per model from step {step}: vmap refused it ({notes.refused})")
+                    calls = LoopCalls(calls.instances(), seeds, notes, seed_private=False)
+                    update = calls(gens, per_sample, sizes, order, step, epoch, shapes)
+                if not np.array_equal(order, identity):
+                    inverse = torch.as_tensor(np.argsort(order), device=self.device)
+                    update = [u.index_select(0, inverse) for u in update]
+                self._release_held_buffers(calls, notes)
 
+                flat = torch.cat([u.reshape(K, -1) for u in update], dim=1) if gradient_canaries else None
                 if gradient_canaries:
-                    flat = torch.cat([u.reshape(K, -1) for u in update], dim=1)
                     scores += flat[:, coords].to(torch.float64)
+                    if scale_coords is not None:
+                        here = flat[:, scale_coords].to(torch.float64)
+                        if previous is not None:
+                            rms = (here - previous).pow(2).mean(1).sqrt()
+                            log_scale += torch.log(rms.clamp_min(1e-300))
+                        previous = here
                 with torch.no_grad():
                     for n, u in zip(names, update):
                         u = u.to(params[n].dtype)
@@ -461,21 +435,75 @@ class Trainer:
         accuracy = self.accuracy(base, params)
         scores_np = scores.cpu().numpy()
         if not np.isfinite(scores_np).all() or not all(bool(torch.isfinite(p).all()) for p in params.values()):
-            src = _source(mechanisms if batched else mechanisms[0])
+            src = source_of(mechanisms if batched else mechanisms[0])
             raise InputError(f"{src}: training produced non-finite parameters or canary scores (NaN or inf in the mechanism's output?)")
-        return TrainResult(params, scores_np, accuracy, T, time.perf_counter() - start)
+        ls = log_scale.cpu().numpy() if scale_coords is not None else np.full(K, np.nan)
+        return TrainResult(params, scores_np, ls, accuracy, T, time.perf_counter() - start,
+                           calls=getattr(calls, "path", "loop"), notes=tuple(notes.lines),
+                           empty_batch_steps=notes.empty_steps.copy())
 
     # ----- helpers -----------------------------------------------------
+    def _gradients(self, params: dict[str, torch.Tensor], base_idx: np.ndarray, chosen: list[np.ndarray],
+                   order: np.ndarray, width: int, names: list[str], identity: np.ndarray) -> list[torch.Tensor]:
+        """Per-example gradients ``[K, width, *shape]`` of the models in ``order``: the shared base batch,
+        then each model's input canaries (gradient canaries get placeholder rows), then padding."""
+        K = len(order)
+        b = len(base_idx)
+        table = np.zeros((K, width), dtype=np.int64)  # padding rows repeat example 0
+        table[:, :b] = base_idx
+        if self.canaries is not None and not self.canaries.gradient:
+            for j, k in enumerate(order):
+                c = chosen[k]
+                table[j, b : b + len(c)] = self.n + c
+        # Without input canaries every model's rows are the same examples: gather them once.
+        shared = self.canaries is None or self.canaries.gradient
+        rows = self._to_device(table[:1] if shared else table).view(-1)
+        x = self.pool_x.index_select(0, rows).view(-1, width, *self.pool_x.shape[1:])
+        y = self.pool_y.index_select(0, rows).view(-1, width).expand(K, width)
+        if shared and not isinstance(self.engine, LayerwiseGrads):
+            x = x.expand(K, *x.shape[1:])
+        if not np.array_equal(order, identity):
+            perm = torch.as_tensor(order, device=self.device)
+            params = {n: p.index_select(0, perm) for n, p in params.items()}
+        g = self.engine(params, x, y)
+        return [g[n] for n in names]
+
+    def _release_held_buffers(self, calls: Any, notes: CallNotes) -> None:
+        """If a mechanism kept a reference to its input gradients, give the engine new storage for the
+        next step rather than overwrite what the mechanism holds."""
+        engine = self.engine
+        if not isinstance(engine, LayerwiseGrads):
+            return
+        ours = engine.buf.storages()
+
+        def owned(t: Any) -> bool:
+            return isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in ours
+
+        if isinstance(calls, VmapCalls):
+            held = any(owned(t) for t in calls.tensors)
+            calls.tensors = [t.clone() if owned(t) else t for t in calls.tensors]
+        elif isinstance(calls, LoopCalls):
+            held = any(owned(v) for mech in calls.mechs for v in pytree.tree_leaves(getattr(mech, "__dict__", {})))
+        else:
+            held = False
+        if held:
+            engine.buf.release()
+            if not notes.fresh_buffers:
+                notes.fresh_buffers = True
+                notes.lines.append("the mechanism keeps references to its input gradients; they are given fresh "
+                                   "memory every step (slower)")
+
     def _insert_gradient_canaries(
-        self, per_sample: list[torch.Tensor], batches: list[np.ndarray], sampled: list[np.ndarray],
+        self, per_sample: list[torch.Tensor], b: int, chosen: list[np.ndarray], order: np.ndarray,
         canary_param: np.ndarray, canary_local: np.ndarray,
     ) -> None:
         """Overwrite each model's canary slots with Dirac rows: ``norm`` at the canary's coordinate, 0 elsewhere."""
         model, slot, which = [], [], []
-        for k, (b, chosen) in enumerate(zip(batches, sampled)):
-            model.extend([k] * len(chosen))
-            slot.extend(range(len(b), len(b) + len(chosen)))
-            which.extend(chosen)
+        for j, k in enumerate(order):
+            c = chosen[k]
+            model.extend([j] * len(c))
+            slot.extend(range(b, b + len(c)))
+            which.extend(c)
         if not which:
             return
         which = np.asarray(which)
@@ -483,8 +511,6 @@ class Trainer:
         si = self._to_device(np.asarray(slot, dtype=np.int64))
         with torch.no_grad():
             for i, g in enumerate(per_sample):
-                if not g.is_contiguous():
-                    per_sample[i] = g = g.contiguous()
                 g[mi, si] = 0
                 here = canary_param[which] == i
                 if here.any():
@@ -506,7 +532,7 @@ class Trainer:
     def _canary_scores(self, base: nn.Module, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Minus the cross-entropy loss of every model on every input canary: ``[K, m]``."""
         fwd = forward_fn(base)
-        x, y = self.pool_x[self.n :], self.pool_y[self.n :]
+        x, y = self.canary_x, self.pool_y[self.n :]
         K = next(iter(params.values())).shape[0]
         step = self._rows_per_pass(K)
         parts = []
@@ -532,34 +558,8 @@ class Trainer:
         return correct.cpu().numpy() / len(self.x_test)
 
 
-def _call(mech: Any, rows: list[torch.Tensor], step: int, epoch: int, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
-    try:
-        out = mech.clip_and_noise(rows, step, epoch)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(
-            f"{_source(mech)}: clip_and_noise(B={rows[0].shape[0]}, step={step}, epoch={epoch}) "
-            f"raised {type(exc).__name__}: {' '.join(str(exc).split())}"
-        ) from exc
-    return _check_output(mech, out, shapes, step, rows[0].device)
-
-
-def _call_batched(mech: Any, per_sample: list[torch.Tensor], mask: torch.Tensor, step: int, epoch: int,
-                  shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
-    try:
-        out = mech.clip_and_noise_batched(per_sample, mask, step, epoch)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(
-            f"{_source(mech)}: clip_and_noise_batched(step={step}, epoch={epoch}) raised "
-            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        ) from exc
-    return _check_output(mech, out, shapes, step, mask.device, lead=(mask.shape[0],))
-
-
-def _device(device: str | torch.device) -> torch.device:
+def device_of(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; InputError if it is malformed or CUDA is not available."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -583,4 +583,3 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
