@@ -9,6 +9,7 @@ import pandas as pd
 from dpaudit.accountants import EpsilonResult
 from dpaudit.certify.run import CertifyResult
 from dpaudit.cli.output import wrap, write_atomic
+from dpaudit.probe.confidence import SIGMA_TOLERANCE
 from dpaudit.report.figures import sigma_over_run
 
 LIMITS = (
@@ -85,7 +86,7 @@ def write_report(result: CertifyResult, path: Path) -> Path:
     png = path.with_name(f"{path.stem}_sigma.png")
     sigma_over_run(
         result.probe.declared_sigma, result.probe.sigma_hat, png,
-        tolerance=result.probe.tolerance(),
+        measured_lower=result.probe.sigma_hat_lower, tolerance=SIGMA_TOLERANCE,
         title=f"{Path(result.spec.split(':')[0]).name}: declared vs measured noise multiplier",
     )
     verdict = result.verdict.upper()
@@ -113,8 +114,10 @@ def write_report(result: CertifyResult, path: Path) -> Path:
         "",
         "The probe measured the noise scale of every step (two coupled calls with different random "
         "draws) and the largest change one added or removed example can make (coupled draws, so the "
-        "noise cancels); σ̂_t is their ratio. The shaded band is the measurement tolerance around the "
-        "declared σ_t: a step has less noise than declared only where σ̂_t falls below it.",
+        "noise cancels; without coupling, repeated independent draws); σ̂_t is their ratio. The shaded "
+        f"band is certify's tolerance, ±{100 * SIGMA_TOLERANCE:g} % around the declared σ_t: a step agrees "
+        "while the lower confidence limit of σ̂_t (dotted) stays above the band's lower edge, and has less "
+        "noise than declared where even σ̂_t's upper limit is below the declared line.",
         "",
         "## Limits",
         "",

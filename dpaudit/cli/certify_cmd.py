@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "certify", help="verdict on a DPMechanism file: declared vs measured privacy",
         description="Load your DPMechanism file unchanged, account for the noise it declares, probe what it "
-                    "does, run the gradient-space canary audit, and give a verdict: pass (exit 0), fail (1) "
-                    "or inconclusive (3).",
+                    "does, run the gradient-space canary audit, and give a verdict. Exit codes: 0 pass, "
+                    "1 fail, 3 inconclusive (a statistical check could not decide within its budget; never a "
+                    "pass), 2 input error (including NaN/inf from the mechanism).",
     )
     p.add_argument("mechanism", help="PATH.py[:ClassName] (class DPMechanism by default)")
     add_run_flags(p, noise_multiplier=True, mechanism=True)

@@ -37,33 +37,37 @@ def sigma_over_run(
     measured: Sequence[float],
     path: Path,
     *,
-    tolerance: Sequence[float] | None = None,
+    measured_lower: Sequence[float] | None = None,
+    tolerance: float | None = None,
     title: str = "noise multiplier per step",
 ) -> Path:
     """Declared σ_t and measured σ̂_t against the step index.
 
-    ``tolerance`` is the relative measurement tolerance of σ̂_t: the band
-    declared/(1 + tol) … declared·(1 + tol) is drawn around the declared line,
-    and a step is under-noised only where σ̂_t falls below it.
+    ``measured_lower`` is the lower confidence limit of σ̂_t; ``tolerance`` the
+    relative tolerance of certify's rule (a step agrees when that limit is at
+    least (1 − tolerance)·σ_t): the band (1 ± tolerance)·σ_t is drawn around
+    the declared line.
     """
     steps = np.arange(len(declared))
     declared = np.asarray(declared, dtype=float)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     if tolerance is not None:
-        tol = np.asarray(tolerance, dtype=float)
-        ax.fill_between(steps, declared / (1 + tol), declared * (1 + tol), color="tab:blue", alpha=0.18,
-                        lw=0, label="declared ± measurement tolerance")
+        ax.fill_between(steps, declared * (1 - tolerance), declared * (1 + tolerance), color="tab:blue",
+                        alpha=0.18, lw=0, label=f"declared ± {100 * tolerance:g} % (certify's tolerance)")
     ax.plot(steps, declared, label="declared σ_t (get_effective_sigma)", color="tab:blue", lw=2)
     ax.plot(steps, measured, label="measured σ̂_t (probe)", color="tab:red", lw=1, alpha=0.85)
+    if measured_lower is not None:
+        ax.plot(steps, measured_lower, label="lower confidence limit of σ̂_t", color="tab:red", lw=1, ls=":")
     ax.set_xlabel("step")
     ax.set_ylabel("noise multiplier")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     if tolerance is not None:
-        _caption(fig, "A step has less noise than declared only where the red line falls below the shaded "
-                      "band (the probe's measurement tolerance around the declared σ_t); above the band, "
-                      "the mechanism adds more noise than it declares, which costs no privacy.")
+        _caption(fig, "A step agrees with its declared σ_t while the lower confidence limit of σ̂_t (dotted) "
+                      "stays inside or above the shaded band; it has less noise than declared where even the "
+                      "measured line's upper limit falls below the declared line. Above the band the mechanism "
+                      "adds more noise than it declares, which costs no privacy.")
     return _save(fig, path)
 
 
