@@ -21,7 +21,7 @@ from dpaudit.training.audit_cli import check_environment
 from dpaudit.training.mechanism_calls import CallNotes, GlobalGenerators, LoopCalls, VmapCalls, VmapRefused
 from dpaudit.training.models import dp_cnn_28, mlp_digits, small_cnn_cifar
 from dpaudit.training.per_example import FuncGrads, LayerwiseGrads, per_example_engine
-from dpaudit.training.trainer import Trainer, stacked_models
+from dpaudit.training.trainer import Trainer, TrainingCanaries, stacked_models
 from dpaudit.training.training_audit import audit_training, default_models_at_once
 
 from training_support import (  # noqa: F401 (fixtures)
@@ -128,6 +128,40 @@ def test_inputs_shared_by_the_models_give_the_same_gradients(model_fn, shape):
     separate = engine(params, x.expand(3, *x.shape[1:]).contiguous(), y)
     for name in shared:
         torch.testing.assert_close(shared[name], separate[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("model_fn, shape", [
+    (mlp_digits, (1, 8, 8)), (dp_cnn_28, (1, 28, 28)), (small_cnn_cifar, (3, 32, 32)), (relu_model, (1, 14, 14)),
+])
+def test_layerwise_logits_equal_each_models_own_forward_pass(model_fn, shape):
+    seeds = [5, 6, 7]
+    base, params = stacked_models(model_fn, seeds, torch.device("cpu"))
+    x = torch.rand(9, *shape, generator=torch.Generator().manual_seed(1))
+    engine = per_example_engine(model_fn(), base, torch.device("cpu"))
+    got = engine.logits(params, x.permute(0, 2, 3, 1).contiguous()).clone()
+    for k, s in enumerate(seeds):
+        torch.manual_seed(s)
+        with torch.no_grad():
+            torch.testing.assert_close(got[k], model_fn()(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_fn, shape, n_params", [(mlp_digits, (1, 8, 8), 2410),
+                                                        (small_cnn_cifar, (3, 32, 32), 106_922)])
+def test_accuracy_and_input_canary_scores_agree_between_engines(model_fn, shape, n_params):
+    gen = np.random.default_rng(0)
+    x = gen.random((60, *shape), dtype=np.float32)
+    y = gen.integers(0, 10, 60)
+    config = RunConfig(dataset_size=40, batch_size=10, epochs=1, epsilon=3.0, delta=1e-5, noise_multiplier=1.0,
+                       max_grad_norm=1.0, n_params=n_params)
+    canaries = TrainingCanaries(x=x[40:45], y=y[40:45])
+    got = {}
+    for engine in ("layerwise", "func"):
+        trainer = Trainer(model_fn, config, x[:40], y[:40], x[45:], y[45:], canaries=canaries, engine=engine)
+        base, params = stacked_models(model_fn, [1, 2, 3], torch.device("cpu"))
+        got[engine] = trainer.accuracy(base, params), trainer._canary_scores(base, params).numpy()
+    np.testing.assert_array_equal(got["layerwise"][0], got["func"][0])
+    assert np.isfinite(got["func"][1]).all() and got["func"][1].shape == (3, 5)
+    np.testing.assert_allclose(got["layerwise"][1], got["func"][1], rtol=1e-4, atol=1e-5)
 
 
 def test_unsupported_layers_use_torch_func():

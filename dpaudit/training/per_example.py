@@ -357,6 +357,15 @@ class LayerwiseGrads:
         return out
 
 
+    def logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[K, n, classes]`` of every model on the same inputs ``x`` (``[n, ...]``, images
+        channels-last), in a buffer that the next call overwrites."""
+        h = x.unsqueeze(0)
+        for layer in self.layers:
+            h = layer.forward(h, params)
+        return h
+
+
 class FuncGrads:
     """``torch.func`` per-example gradients for any buffer-free model (inputs channels-first)."""
 
