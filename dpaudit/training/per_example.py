@@ -136,22 +136,22 @@ class _Conv(_Layer):
         L, kk = Ho * Wo, self.kh * self.kw
         gm = g.view(K * B, L, self.cout)
         wout = out[self.names[0]].view(K * B, self.cout, C, self.kh, self.kw)
-        if self.shared:
-            # Example b's weight gradients of all K models in one product: [K·Cout, L] @ [L, kk·C].
-            gt = self.buf.get(self.prefix + "g-shared", (B, K, self.cout, L))
-            gt.copy_(g.view(K, B, L, self.cout).permute(1, 0, 3, 2))
-            tmp = self.buf.get(self.prefix + "wgrad", (B, K * self.cout, kk * C))
-            torch.bmm(gt.view(B, K * self.cout, L), self.P.view(B, L, kk * C), out=tmp)
-            per_model = tmp.view(B, K, self.cout, self.kh, self.kw, C).permute(1, 0, 2, 3, 4, 5)
-            wout.view(K, B, self.cout, C, self.kh, self.kw).permute(0, 1, 2, 4, 5, 3).copy_(per_model)
-        elif C == 1:
-            Pm = self.P.view(K * B, L, kk * C)
-            torch.bmm(gm.transpose(1, 2), Pm, out=wout.view(K * B, self.cout, kk))
+        # Per-example weight gradients [Cout, L] @ [L, kk·C], rows of the patches in (kh, kw, Cin)
+        # order: the parameter's (Cin, kh, kw) order itself when Cin = 1, else permuted after.
+        if C == 1:
+            target = wout.view(K, B, self.cout, kk)
         else:
-            Pm = self.P.view(K * B, L, kk * C)
-            tmp = self.buf.get(self.prefix + "wgrad", (K * B, self.cout, kk * C))
-            torch.bmm(gm.transpose(1, 2), Pm, out=tmp)
-            wout.permute(0, 1, 3, 4, 2).copy_(tmp.view(K * B, self.cout, self.kh, self.kw, C))
+            target = self.buf.get(self.prefix + "wgrad", (K, B, self.cout, kk * C))
+        if self.shared:
+            # One product per model on the shared patches: cheaper than gathering g model-minor.
+            Pm = self.P.view(B, L, kk * C)
+            for k, gk in enumerate(g.view(K, B, L, self.cout)):
+                torch.bmm(gk.transpose(1, 2), Pm, out=target[k])
+        else:
+            torch.bmm(gm.transpose(1, 2), self.P.view(K * B, L, kk * C), out=target.view(K * B, self.cout, kk * C))
+        if C != 1:
+            wout.view(K, B, self.cout, C, self.kh, self.kw).permute(0, 1, 2, 4, 5, 3).copy_(
+                target.view(K, B, self.cout, self.kh, self.kw, C))
         if self.bias:
             torch.sum(gm, dim=1, out=out[self.names[1]].view(K * B, self.cout))
         if not need_input_grad:
