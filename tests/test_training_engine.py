@@ -118,7 +118,9 @@ def test_layerwise_engine_equals_a_naive_loop_and_torch_func(model_fn, shape):
                 torch.testing.assert_close(func[name][k, b], p.grad, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("model_fn, shape", [(mlp_digits, (1, 8, 8)), (dp_cnn_28, (1, 28, 28)), (small_cnn_cifar, (3, 32, 32))])
+@pytest.mark.parametrize("model_fn, shape", [
+    (mlp_digits, (1, 8, 8)), (dp_cnn_28, (1, 28, 28)), (small_cnn_cifar, (3, 32, 32)),
+])
 def test_inputs_shared_by_the_models_give_the_same_gradients(model_fn, shape):
     base, params = stacked_models(model_fn, [1, 2, 3], torch.device("cpu"))
     x = torch.rand(1, 4, *shape[1:], shape[0])

@@ -17,7 +17,8 @@ leading model dimension:
   arithmetic (every new large block is page-faulted in). Activations are kept
   channels-last, where an unfolded patch is a run of contiguous memory and
   PyTorch's max-pooling kernels are several times faster than on the
-  channels-first layout.
+  channels-first layout. Its forward pass alone (``logits``) evaluates the K
+  models (test accuracy, input canaries' losses).
 * :class:`FuncGrads`, for any other model: ``vmap`` over models of
   ``vmap(grad(loss))`` over examples (``torch.func``).
 
