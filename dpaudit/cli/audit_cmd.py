@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.level == "training":
         return _run_training(args)
     from dpaudit.api import audit
-    from dpaudit.cli.output import emit_json
+    from dpaudit.cli.output import emit_outputs
     from dpaudit.cli.run_flags import mechanism_run_from_args, runs_or_default, text_stream
     from dpaudit.verdicts import exit_code
 
@@ -75,19 +75,11 @@ def run(args: argparse.Namespace) -> int:
         else f"calibrated by {args.calibration_accountant} for epsilon {result.config.epsilon:g}, "
              f"delta {result.config.delta:g}"
     )
-    from dpaudit.audit.report import terminal_lines
+    from dpaudit.audit.report import terminal_lines, write_report
 
     for line in terminal_lines(result, sigma_note):
         print(line, file=out)
-    if args.json is not None:
-        path = emit_json(args.json, result.to_dict())
-        if path:
-            print(f"json: {path}", file=out)
-    if args.report:
-        from dpaudit.audit.report import write_report
-
-        files = write_report(result, args.report)
-        print(f"report: {', '.join(str(f) for f in files)}", file=out)
+    emit_outputs(args, out, result.to_dict(), lambda path: write_report(result, path))
     return exit_code(result.verdict)
 
 

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dpaudit.api import certify
-    from dpaudit.cli.output import emit_json
+    from dpaudit.cli.output import emit_outputs
     from dpaudit.cli.run_flags import mechanism_run_from_args, prepare_outputs, runs_or_default, text_stream
     from dpaudit.verdicts import exit_code
 
@@ -61,10 +61,5 @@ def run(args: argparse.Namespace) -> int:
     out = text_stream(args)
     for line in terminal_lines(result):
         print(line, file=out)
-    if args.json is not None:
-        path = emit_json(args.json, result.to_dict())
-        if path:
-            print(f"json: {path}", file=out)
-    if args.report:
-        print(f"report: {write_report(result, args.report)}", file=out)
+    emit_outputs(args, out, result.to_dict(), lambda path: write_report(result, path))
     return exit_code(result.verdict)

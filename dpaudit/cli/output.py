@@ -10,7 +10,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Callable, Sequence
 
 #: ``--json`` without a path: JSON on stdout.
 STDOUT = "-"
@@ -94,6 +94,20 @@ def emit_json(target: "JsonTarget | str | None", data: Any) -> str | None:
     if not isinstance(target, JsonTarget):
         target = JsonTarget(str(target))
     return target.write(data)
+
+
+def emit_outputs(args: Any, out: IO[str], data: Any, write_report: Callable[[str], Any] | None = None) -> None:
+    """A command's ``--json`` (``data``) and ``--report`` outputs, each announced on ``out``.
+
+    ``write_report(path)`` returns the file written, or a list of them.
+    """
+    path = emit_json(args.json, data)
+    if path:
+        print(f"json: {path}", file=out)
+    if getattr(args, "report", None) and write_report is not None:
+        written = write_report(args.report)
+        files = written if isinstance(written, (list, tuple)) else [written]
+        print(f"report: {', '.join(str(f) for f in files)}", file=out)
 
 
 def check_output_path(flag: str, value: str | Path, *, directory_ok: bool = False) -> Path:

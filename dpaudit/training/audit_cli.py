@@ -78,7 +78,7 @@ def check_environment(args: argparse.Namespace) -> None:
 def run_training(args: argparse.Namespace) -> int:
     """Run the training audit the flags describe; print it; exit code 1 on a violation, else 0."""
     check_environment(args)  # before any work
-    from dpaudit.cli.output import emit_json, table, wrap
+    from dpaudit.cli.output import emit_outputs, table, wrap
     from dpaudit.cli.run_flags import text_stream
     from dpaudit.data import load_dataset
     from dpaudit.training.report import training_verdict, write_report
@@ -154,7 +154,5 @@ def run_training(args: argparse.Namespace) -> int:
     verdict = training_verdict(result)
     say(wrap(f"{verdict}: {CANNOT_DETECT} (see the ceilings above)" if verdict == INCONCLUSIVE
              else f"{verdict} ({result.summary()})", indent="  ", first="verdict: "))
-    emit_json(args.json, {**result.to_dict(), "verdict": verdict})
-    if args.report:
-        write_report(result, args.report)
+    emit_outputs(args, out, {**result.to_dict(), "verdict": verdict}, lambda path: write_report(result, path))
     return exit_code(verdict)
