@@ -75,8 +75,8 @@ from dpaudit.training.results_store import TrainingResultsFile
 from dpaudit.training.trainer import DEFAULT_LR, DEFAULT_MOMENTUM, device_of, is_batched, torch_threads
 
 #: Per-example gradient entries (models × expected batch × parameters) of one chunk on a CPU when K
-#: is not given: the best K of bench/training.py on the 2-core machine (K = 8 for the 26,010-parameter
-#: CNN at batch 256, docs/benchmarks.md). Small models get more models at once (their steps are
+#: is not given: K = 8 for the 26,010-parameter CNN at batch 256, within a few percent of the fastest K
+#: of bench/training.py on the 2-core machine (16, at twice the memory; docs/benchmarks.md). Small models get more models at once (their steps are
 #: dominated by fixed costs), never more than CPU_MAX_MODELS.
 CPU_GRADIENT_ENTRIES = 8 * 256 * 26010
 CPU_MAX_MODELS = 256
