@@ -164,6 +164,26 @@ def _zero_row(like: Sequence[torch.Tensor], shapes: Sequence[torch.Size], lead: 
     return [torch.zeros((*lead, 1, *s), dtype=p.dtype, device=p.device) for p, s in zip(like, shapes)]
 
 
+def same_output_whatever_the_seed(mech: Any, gens: GlobalGenerators, rows: list[torch.Tensor], step: int,
+                                  epoch: int) -> bool:
+    """Whether two copies of ``mech`` return the same output for ``rows`` after the audit seeds them
+    differently (torch's, numpy's and Python's global generators, and any generator in their attributes).
+
+    Then the mechanism adds no noise, or draws it from a seed fixed in its code (a counter-based
+    generator keyed by a constant, ``torch.Generator().manual_seed(step)``): every model trained with
+    it gets the same noise, and an adversary who knows the code knows the noise.
+    """
+    outs = []
+    for seed in (1, 2):
+        twin = copy.deepcopy(mech)
+        paths = find_generators(twin)
+        if paths:
+            Seeder(paths).seed(derive_seed(seed, _SEED_PRIVATE), twin)
+        gens.seed(seed)
+        outs.append(twin.clip_and_noise([r.clone() for r in rows], step, epoch))
+    return all(torch.equal(x, y) for x, y in zip(*outs))
+
+
 class LoopCalls:
     """One ``clip_and_noise`` call per model and step (see the module docstring)."""
 
@@ -307,8 +327,10 @@ class VmapCalls:
 
     def _probe(self, gens: GlobalGenerators, rows: list[torch.Tensor], step: int, epoch: int,
                shapes: Sequence[torch.Size]) -> None:
-        """Refuse when two models with the same state and gradients draw the same noise under vmap
-        although the mechanism's own calls are random (numpy, OS entropy, module-level generators)."""
+        """Refuse when vmap's per-model randomness is not the mechanism's own: two models with the same
+        state and gradients draw the same noise under vmap although its calls are random (numpy, OS
+        entropy, module-level generators), or different noise although two copies of it draw the same
+        whatever the seeds (a generator seeded in its code: vmap would invent independence)."""
         idx = torch.zeros(2, dtype=torch.long, device=self.tensors[0].device if self.tensors else rows[0].device)
         grads = [r.unsqueeze(0).expand(2, *r.shape) for r in rows]
         saved = [t.clone() for t in self.tensors]
@@ -316,14 +338,13 @@ class VmapCalls:
             out = self._group_call(gens, idx, grads, step, epoch, shapes, derive_seed(self.seeds[0], 9, step))[0]
         finally:
             self.tensors = saved
-        if all(torch.equal(o[0], o[1]) for o in out):
-            a, b = (copy.deepcopy(self.instances()[0]) for _ in range(2))
-            gens.seed(1)
-            oa = a.clip_and_noise(rows, step, epoch)
-            gens.seed(2)
-            ob = b.clip_and_noise(rows, step, epoch)
-            if not all(torch.equal(x, y) for x, y in zip(oa, ob)):
-                raise VmapRefused("its randomness is not torch's global generator, so vmap cannot split it per model")
+        alike_under_vmap = all(torch.equal(o[0], o[1]) for o in out)
+        alike_alone = same_output_whatever_the_seed(self.instances()[0], gens, rows, step, epoch)
+        if alike_under_vmap and not alike_alone:
+            raise VmapRefused("its randomness is not torch's global generator, so vmap cannot split it per model")
+        if alike_alone and not alike_under_vmap:
+            raise VmapRefused("its noise is the same whatever the audit seeds (a seed fixed in its code?), "
+                              "which vmap would make different per model")
 
     def __call__(self, gens: GlobalGenerators, per_sample: Sequence[torch.Tensor], sizes: np.ndarray,
                  order: np.ndarray, step: int, epoch: int, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:

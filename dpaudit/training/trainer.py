@@ -37,6 +37,12 @@ the same device (on CUDA only with deterministic kernels:
 ``torch.use_deterministic_algorithms(True)``). On CUDA the noise comes from
 CUDA's generator, so CPU and GPU runs agree in distribution, not bit for bit.
 The caller's global generator states are restored afterwards.
+
+Randomness the seeds cannot reach (a generator seeded in the mechanism's code
+from a constant key, created at every call) gives every model the same noise.
+The trainer checks this once a chunk, on the first two models given the same
+gradients, and says so in a note: such a mechanism is deterministic to an
+adversary who knows its code, and the audit shows what that adversary sees.
 """
 
 from __future__ import annotations
@@ -72,6 +78,11 @@ from dpaudit.training.sampling import CanaryCoins, SharedBatches
 #: at 0.5, 70 % at 1.0); the MLP on digits (batch 64) 92–93 % after 5 epochs at
 #: lr 0.2–0.25 (88–90 % at 0.5).
 DEFAULT_LR = 0.25
+SAME_NOISE_NOTE = (
+    "copies of the mechanism return the same output for the same gradients whatever the audit seeds: it adds "
+    "no noise, or draws it from a seed fixed in its code; its models share their noise (they are not "
+    "independent runs), and an adversary who knows the code knows the noise"
+)
 DEFAULT_MOMENTUM = 0.9
 #: Examples × models per forward pass when evaluating (bounds activation memory): with
 #: ``torch.func`` (any model), and with the layer-wise engine, whose forward pass keeps
@@ -383,6 +394,9 @@ class Trainer:
         T = self.config.steps
         identity = np.arange(K)
         previous = None  # the last update at the scale coordinates
+        # Whether the seeds reach the mechanism's randomness: checked once, on the outputs of the first two
+        # models (fresh, seeded differently) given the same gradients.
+        checked = K == 1
         with GlobalGenerators(self.device) as gens:
             for step in range(T):
                 epoch = epoch_of(step, self.config)
@@ -414,6 +428,12 @@ class Trainer:
                         f"mechanism called once per model from step {step}: vmap refused it ({notes.refused})")
                     calls = LoopCalls(calls.instances(), seeds, notes, seed_private=False)
                     update = calls(gens, per_sample, sizes, order, step, epoch, shapes)
+                if not checked:
+                    twins = _twins(per_sample, sizes)
+                    if twins is not None:
+                        checked = True
+                        if all(torch.equal(u[twins], u[twins + 1]) for u in update):
+                            notes.lines.append(SAME_NOISE_NOTE)
                 if not np.array_equal(order, identity):
                     inverse = torch.as_tensor(np.argsort(order), device=self.device)
                     update = [u.index_select(0, inverse) for u in update]
@@ -566,6 +586,16 @@ class Trainer:
         for rows, logits in self._logits(base, params, self.x_test):
             correct += (logits.argmax(-1) == self.y_test[rows]).sum(1)
         return correct.cpu().numpy() / len(self.x_test)
+
+
+def _twins(per_sample: Sequence[torch.Tensor], sizes: np.ndarray) -> int | None:
+    """The first position j (in the step's model order) whose model sees exactly the gradients of model
+    j + 1 (a non-empty batch), or None."""
+    for j in range(len(sizes) - 1):
+        b = int(sizes[j])
+        if b and b == int(sizes[j + 1]) and all(torch.equal(g[j, :b], g[j + 1, :b]) for g in per_sample):
+            return j
+    return None
 
 
 def device_of(device: str | torch.device) -> torch.device:
