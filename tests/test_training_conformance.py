@@ -18,7 +18,7 @@ import pytest
 from dpaudit.training.trainer import SAME_NOISE_NOTE
 from dpaudit.training.training_audit import audit_training
 
-from training_support import DPSGD, config_for, digits, one_thread  # noqa: F401 (fixtures)
+from training_support import DPSGD, config_for, digits, mechanism_file, one_thread  # noqa: F401 (fixtures)
 
 CORPUS = Path(__file__).resolve().parent / "conformance"
 FILES = {p.stem: str(p) for p in sorted(CORPUS.glob("*.py"))}
@@ -40,10 +40,36 @@ def test_every_corpus_mechanism_gets_a_training_audit_result(name, digits):
     assert (SAME_NOISE_NOTE in result.notes) == (name == "state_counter_rng"), result.notes
 
 
+#: "Reproducible" noise: torch's global generator re-seeded from the step inside every call.
+RESEEDS_EVERY_CALL = """
+import torch
+
+class DPMechanism:
+    def __init__(self, max_grad_norm, noise_multiplier, n_params, dataset_size, batch_size, epochs,
+                 target_epsilon, target_delta):
+        self.C, self.s, self.B = max_grad_norm, noise_multiplier, batch_size
+
+    def clip_and_noise(self, per_sample_grads, step, epoch):
+        torch.manual_seed(1234 + step)
+        b = per_sample_grads[0].shape[0]
+        flat = torch.cat([g.reshape(b, -1) for g in per_sample_grads], 1)
+        w = (self.C / (flat.norm(dim=1) + 1e-6)).clamp(max=1.0)
+        sums = [torch.einsum("b,b...->...", w, g) for g in per_sample_grads]
+        return [(s + self.s * self.C * torch.randn_like(s)) / self.B for s in sums]
+
+    def get_effective_sigma(self, step, epoch):
+        return self.s
+"""
+
+
 @pytest.mark.parametrize("vectorize", ["auto", "loop"])
-@pytest.mark.parametrize("name, shared", [("state_counter_rng", True), ("dpsgd", False)])
-def test_noise_fixed_in_the_code_is_shared_by_every_model_on_both_paths(name, shared, vectorize, digits):
+@pytest.mark.parametrize("name, shared", [("state_counter_rng", True), ("reseeds_every_call", True),
+                                          ("dpsgd", False)])
+def test_noise_fixed_in_the_code_is_shared_by_every_model_on_both_paths(name, shared, vectorize, digits,
+                                                                        tmp_path):
     spec = FILES.get(name, DPSGD)
+    if name == "reseeds_every_call":
+        spec = mechanism_file(tmp_path, RESEEDS_EVERY_CALL)
     result = audit_training(spec, config_for(digits), digits, runs=4, models_at_once=8, seed=0,
                             vectorize=vectorize)
     # Without the canary (out) the models see the same batches: only their noise can tell them apart.
