@@ -41,8 +41,9 @@ The caller's global generator states are restored afterwards.
 Randomness the seeds cannot reach (a generator seeded in the mechanism's code
 from a constant key, created at every call) gives every model the same noise.
 The trainer checks this once a chunk, on the first two models given the same
-gradients in its first ten steps, and says so in a note: such a mechanism is deterministic to an
-adversary who knows its code, and the audit shows what that adversary sees.
+gradients in its first ten steps, and says so in a note: such a mechanism is
+deterministic to an adversary who knows its code, and the audit shows what
+that adversary sees.
 """
 
 from __future__ import annotations
@@ -78,18 +79,20 @@ from dpaudit.training.sampling import CanaryCoins, SharedBatches
 #: at 0.5, 70 % at 1.0); the MLP on digits (batch 64) 92–93 % after 5 epochs at
 #: lr 0.2–0.25 (88–90 % at 0.5).
 DEFAULT_LR = 0.25
-TWIN_CHECK_STEPS = 10
-SAME_NOISE_NOTE = (
-    "copies of the mechanism return the same output for the same gradients whatever the audit seeds: it adds "
-    "no noise, or draws it from a seed fixed in its code; its models share their noise (they are not "
-    "independent runs), and an adversary who knows the code knows the noise"
-)
 DEFAULT_MOMENTUM = 0.9
 #: Examples × models per forward pass when evaluating (bounds activation memory): with
 #: ``torch.func`` (any model), and with the layer-wise engine, whose forward pass keeps
 #: unfolded patches (a few hundred floats a row and model) in buffers reused for training.
 EVAL_ROWS = 1 << 16
 LAYERWISE_EVAL_ROWS = 1 << 12
+#: Steps in which the trainer looks for two models given the same gradients, to see whether the
+#: audit's seeds reach the mechanism's randomness (SAME_NOISE_NOTE when they do not).
+TWIN_CHECK_STEPS = 10
+SAME_NOISE_NOTE = (
+    "copies of the mechanism return the same output for the same gradients whatever the audit seeds: it adds "
+    "no noise, or draws it from a seed fixed in its code; its models share their noise (they are not "
+    "independent runs), and an adversary who knows the code knows the noise"
+)
 
 
 # ----------------------------------------------------------------------------
