@@ -96,7 +96,7 @@ def emit_json(target: "JsonTarget | str | None", data: Any) -> str | None:
     return target.write(data)
 
 
-def emit_outputs(args: Any, out: IO[str], data: Any, write_report: Callable[[str], Any] | None = None) -> None:
+def emit_outputs(args: Any, out: IO[str], data: Any, write_report: Callable[[str], Any]) -> None:
     """A command's ``--json`` (``data``) and ``--report`` outputs, each announced on ``out``.
 
     ``write_report(path)`` returns the file written, or a list of them.
@@ -104,7 +104,7 @@ def emit_outputs(args: Any, out: IO[str], data: Any, write_report: Callable[[str
     path = emit_json(args.json, data)
     if path:
         print(f"json: {path}", file=out)
-    if getattr(args, "report", None) and write_report is not None:
+    if args.report:
         written = write_report(args.report)
         files = written if isinstance(written, (list, tuple)) else [written]
         print(f"report: {', '.join(str(f) for f in files)}", file=out)
